@@ -1,0 +1,37 @@
+"""whisper-api: a local drop-in for Azure OpenAI's Whisper (whisper-1) transcription service."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from .config import Settings, config_path_from_environment, load_settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, engine=None) -> Flask:
+    """Build the app: settings (from the INI unless given), the one engine, routes, error handlers.
+
+    `engine` lets tests share one loaded model between apps; a server loads its own here, once.
+    """
+    from .engine import Engine
+    from .errors import register_error_handlers
+    from .routes import blueprint
+
+    if settings is None:
+        settings = load_settings(config_path_from_environment())
+    if engine is None:
+        engine = Engine.load(settings.model)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_upload_bytes
+    app.json.ensure_ascii = False  # Japanese text stays readable in the body, as the hosted service sends it
+    app.json.sort_keys = False
+    app.extensions["whisper_api.settings"] = settings
+    app.extensions["whisper_api.engine"] = engine
+    register_error_handlers(app)
+    app.register_blueprint(blueprint)
+    return app

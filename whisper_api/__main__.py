@@ -1,0 +1,76 @@
+"""Command line: `python -m whisper_api [serve|doctor] [--config PATH] [--debug]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import ConfigError, Settings, config_path_from_environment, load_settings
+
+log = logging.getLogger("whisper_api")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m whisper_api", description=__doc__)
+    parser.add_argument("command", nargs="?", choices=("serve", "doctor"), default="serve")
+    parser.add_argument("--config", help="INI file (default: $WHISPER_API_CONFIG, else conf/whisper_api.ini)")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if arguments.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings(config_path_from_environment(arguments.config))
+        if arguments.command == "doctor":
+            from .doctor import run_doctor
+
+            return run_doctor(settings)
+        return serve(settings)
+    except ConfigError as error:
+        return fail(f"configuration error: {error}", arguments.debug)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # start-up failures end with one clear line, not a traceback
+        return fail(f"{type(error).__name__}: {error}", arguments.debug)
+
+
+def fail(message: str, debug: bool) -> int:
+    if debug:
+        log.exception(message)
+    print(f"whisper-api: {message}", file=sys.stderr)
+    return 1 if not message.startswith("configuration error") else 2
+
+
+def serve(settings: Settings) -> int:
+    import waitress
+
+    from . import create_app
+
+    server_settings = settings.server
+    if server_settings.host in ("0.0.0.0", "::", "*", "") and not settings.auth.api_keys:
+        log.warning(
+            "!!! listening on all interfaces with no [auth] api_keys: anyone on the network can use this server !!!"
+        )
+    app = create_app(settings)
+    server = waitress.create_server(
+        app,
+        host=server_settings.host,
+        port=server_settings.port,
+        threads=server_settings.threads,
+        max_request_body_size=server_settings.max_upload_bytes + 1024 * 1024,  # form fields beside the file
+        channel_timeout=server_settings.channel_timeout_seconds,
+        connection_limit=server_settings.connection_limit,
+        ident="whisper-api",
+    )
+    log.info("serving on http://%s:%s (config %s)", server_settings.host, server.effective_port, settings.source)
+    try:
+        server.run()
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The process-wide Whisper pipeline: device choice, loading once, the lock, transcribe(job)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE
+from .config import ModelSettings
+from .decoding import DecodingOptions, SequentialDecoder
+from .devices import DeviceChoice, choose_device, release_memory
+from .transcript import Transcript, TranscriptionJob
+
+log = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded (missing, not a Whisper checkpoint, no memory)."""
+
+
+class UnsupportedLanguage(ValueError):
+    """The loaded model has no token for this language."""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model: str
+    device: str
+    device_name: str
+    device_reason: str
+    dtype: str
+    attention: str
+    load_seconds: float
+
+
+class Engine:
+    """Owns the one pipeline; `transcribe` runs one job at a time under a lock."""
+
+    def __init__(self, settings: ModelSettings, device: DeviceChoice, pipeline, load_seconds: float) -> None:
+        self.settings = settings
+        self.device = device
+        self.pipeline = pipeline
+        self.dtype = TORCH_DTYPES[settings.dtype]
+        self.lock = threading.Lock()
+        self.decoder = SequentialDecoder(
+            pipeline.model,
+            pipeline.feature_extractor,
+            pipeline.tokenizer,
+            device.device,
+            self.dtype,
+            DecodingOptions(beam_size=settings.beam_size),
+        )
+        self.info = EngineInfo(
+            model=settings.name,
+            device=device.kind,
+            device_name=device.name,
+            device_reason=device.describe(),
+            dtype=settings.dtype,
+            attention=settings.attention,
+            load_seconds=round(load_seconds, 2),
+        )
+
+    @classmethod
+    def load(cls, settings: ModelSettings) -> "Engine":
+        """Choose the device and load the model onto it; raises DeviceUnavailable or ModelLoadError."""
+        device = choose_device(settings.device)
+        log.info("device: %s", device.describe())
+        started = time.perf_counter()
+        pipeline = load_pipeline(settings, device)
+        engine = cls(settings, device, pipeline, time.perf_counter() - started)
+        log.info("model %s loaded on %s (%s) in %.1f s", settings.name, device.kind, settings.dtype,
+                 engine.info.load_seconds)
+        if settings.warmup:
+            engine.warm_up()
+        return engine
+
+    @property
+    def supported_languages(self) -> set[str]:
+        return set(self.decoder.language_ids)
+
+    def warm_up(self) -> None:
+        """Run one second of silence through the model so the first request is not the slow one."""
+        started = time.perf_counter()
+        self.transcribe(TranscriptionJob(samples=np.zeros(SAMPLE_RATE, dtype=np.float32), language="en"))
+        log.info("warm-up took %.2f s", time.perf_counter() - started)
+
+    def transcribe(self, job: TranscriptionJob) -> Transcript:
+        if job.language is not None and job.language not in self.supported_languages:
+            raise UnsupportedLanguage(job.language)
+        with self.lock:
+            try:
+                with torch.inference_mode():
+                    language, segments = self.decoder.transcribe(job)
+            except BaseException:
+                release_memory(self.device)
+                raise
+        text = "".join(segment.text for segment in segments).strip()
+        return Transcript(
+            task=job.task,
+            language="en" if job.task == "translate" else language,
+            duration=job.duration,
+            text=text,
+            segments=segments,
+        )
+
+
+def load_pipeline(settings: ModelSettings, device: DeviceChoice):
+    """transformers' ASR pipeline, the model in the configured dtype and attention, on the device."""
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
+
+    dtype = TORCH_DTYPES[settings.dtype]
+    try:
+        processor = WhisperProcessor.from_pretrained(settings.name)
+        model = WhisperForConditionalGeneration.from_pretrained(
+            settings.name, torch_dtype=dtype, attn_implementation=settings.attention, low_cpu_mem_usage=True
+        )
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load model {settings.name!r}: {error}") from None
+    model.to(device.device)
+    model.eval()
+    return pipeline(
+        "automatic-speech-recognition",
+        model=model,
+        tokenizer=processor.tokenizer,
+        feature_extractor=processor.feature_extractor,
+        device=device.device,
+        torch_dtype=dtype,
+    )
