@@ -1,0 +1,273 @@
+"""Offline test speech and scoring helpers.
+
+Tests make their own audio (pyopenjtalk for Japanese, espeak-ng for English) so
+they need no recordings and no network, and score transcripts with plain
+character and word error rates.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import shutil
+import subprocess
+import tempfile
+import unicodedata
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile
+import soxr
+
+SAMPLE_RATE = 16000
+
+JAPANESE_SENTENCES: tuple[str, ...] = (
+    "今日はいい天気ですね。",
+    "東京駅までの行き方を教えてください。",
+    "駅の近くに新しい本屋ができました。",
+    "週末は家族と公園に行きました。",
+    "明日の会議は午後から始まります。",
+)
+
+ENGLISH_SENTENCES: tuple[str, ...] = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Please send me the report before the meeting tomorrow.",
+    "It is a beautiful day to go for a walk in the park.",
+    "Can you tell me the way to the train station?",
+)
+
+ESPEAK_INSTALL_HINT = "apt-get install espeak-ng"
+
+# Formats soundfile writes itself: format -> (soundfile format, subtype).
+_SOUNDFILE_FORMATS: dict[str, tuple[str, str]] = {
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "ogg": ("OGG", "VORBIS"),
+}
+
+# Formats written through PyAV: format -> (container muxer, audio codec).
+_PYAV_FORMATS: dict[str, tuple[str, str]] = {
+    "mp3": ("mp3", "libmp3lame"),
+    "mpeg": ("mp3", "libmp3lame"),
+    "mpga": ("mp3", "libmp3lame"),
+    "m4a": ("ipod", "aac"),
+    "mp4": ("mp4", "aac"),
+    "webm": ("webm", "libopus"),
+    "oga": ("ogg", "libopus"),
+}
+
+FORMATS: tuple[str, ...] = (*_SOUNDFILE_FORMATS, *_PYAV_FORMATS)
+
+# Opus only encodes at these rates; other requested rates are written at 48 kHz.
+_OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+
+
+class SynthesizerMissingError(RuntimeError):
+    """A speech synthesizer program is not installed (tests skip on this)."""
+
+
+def _resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    if source_rate == target_rate:
+        return samples.astype(np.float32)
+    return soxr.resample(samples, source_rate, target_rate).astype(np.float32)
+
+
+def _to_mono_float32(samples: np.ndarray, rate: int) -> np.ndarray:
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    return np.clip(_resample(samples, rate, SAMPLE_RATE), -1.0, 1.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_japanese_speech(text: str) -> np.ndarray:
+    import pyopenjtalk
+
+    with warnings.catch_warnings():
+        # pyopenjtalk-plus's Sudachi setup emits a DeprecationWarning that is not ours.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        samples, rate = pyopenjtalk.tts(text)
+    return _to_mono_float32(np.asarray(samples) / 32768.0, rate)
+
+
+def japanese_speech(text: str) -> np.ndarray:
+    """Japanese speech for text: float32 mono in [-1, 1] at 16 kHz."""
+    return _cached_japanese_speech(text).copy()
+
+
+def espeak_available() -> bool:
+    """Whether the espeak-ng program is installed."""
+    return shutil.which("espeak-ng") is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_english_speech(text: str) -> np.ndarray:
+    program = shutil.which("espeak-ng")
+    if program is None:
+        raise SynthesizerMissingError(
+            f"espeak-ng is not installed; English test speech needs it: {ESPEAK_INSTALL_HINT}"
+        )
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "speech.wav"
+        # Text goes through stdin so a leading "-" is never read as an option.
+        subprocess.run(
+            [program, "-v", "en-us", "-s", "150", "-w", str(path), "--stdin"],
+            input=text.encode(),
+            check=True,
+            capture_output=True,
+        )
+        samples, rate = soundfile.read(path, dtype="float64")
+    return _to_mono_float32(samples, rate)
+
+
+def english_speech(text: str) -> np.ndarray:
+    """English speech for text (espeak-ng): float32 mono in [-1, 1] at 16 kHz."""
+    return _cached_english_speech(text).copy()
+
+
+def silence(seconds: float) -> np.ndarray:
+    """Digital silence of the given length at 16 kHz."""
+    if seconds < 0:
+        raise ValueError(f"seconds must not be negative: {seconds}")
+    return np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32)
+
+
+def concatenate(
+    *clips: np.ndarray, gap_seconds: float = 0.5
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Join 16 kHz clips with silence between them.
+
+    Returns the joined audio and each clip's (start, end) in seconds within it,
+    so long-audio tests know where every sentence should be timestamped.
+    """
+    gap = silence(gap_seconds)
+    parts: list[np.ndarray] = []
+    spans: list[tuple[float, float]] = []
+    position = 0
+    for index, clip in enumerate(clips):
+        if index:
+            parts.append(gap)
+            position += len(gap)
+        clip = np.asarray(clip, dtype=np.float32)
+        parts.append(clip)
+        spans.append((position / SAMPLE_RATE, (position + len(clip)) / SAMPLE_RATE))
+        position += len(clip)
+    joined = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    return joined, spans
+
+
+def encode(
+    samples: np.ndarray,
+    format: str,
+    sample_rate: int = SAMPLE_RATE,
+    channels: int = 1,
+) -> bytes:
+    """Encode 16 kHz mono samples as an in-memory file of the given format.
+
+    sample_rate and channels describe the file: the audio is resampled from
+    16 kHz and the mono signal copied to every channel, so tests can exercise
+    the server's decoding of other rates and stereo input.
+    """
+    format = format.lower()
+    if format not in FORMATS:
+        raise ValueError(f"unsupported format {format!r}; choose from {FORMATS}")
+    mono = np.asarray(samples, dtype=np.float32)
+    if mono.ndim != 1:
+        raise ValueError("samples must be one-dimensional (mono)")
+    mono = np.clip(_resample(mono, SAMPLE_RATE, sample_rate), -1.0, 1.0)
+    frames = np.repeat(mono[:, np.newaxis], channels, axis=1)  # (time, channels)
+    buffer = io.BytesIO()
+    if format in _SOUNDFILE_FORMATS:
+        file_format, subtype = _SOUNDFILE_FORMATS[format]
+        soundfile.write(buffer, frames, sample_rate, format=file_format, subtype=subtype)
+    else:
+        muxer, codec = _PYAV_FORMATS[format]
+        _encode_with_pyav(buffer, frames, sample_rate, muxer, codec)
+    return buffer.getvalue()
+
+
+def _encode_with_pyav(
+    buffer: io.BytesIO, frames: np.ndarray, sample_rate: int, muxer: str, codec: str
+) -> None:
+    channels = frames.shape[1]
+    layout = "mono" if channels == 1 else "stereo" if channels == 2 else f"{channels}c"
+    codec_rate = sample_rate
+    if codec == "libopus" and sample_rate not in _OPUS_RATES:
+        codec_rate = 48000
+    with av.open(buffer, mode="w", format=muxer) as container:
+        stream = container.add_stream(codec, rate=codec_rate, layout=layout)
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(frames.T), format="fltp", layout=layout
+        )
+        frame.sample_rate = sample_rate
+        frame.pts = 0
+        # PyAV's encoder resamples and re-chunks to the codec's frame size.
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def decoded_duration(data: bytes) -> float:
+    """Seconds of audio PyAV decodes from an encoded file."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        samples = 0
+        rate = 0
+        for frame in container.decode(stream):
+            samples += frame.samples
+            rate = frame.sample_rate
+    return samples / rate if rate else 0.0
+
+
+def _japanese_characters(text: str) -> list[str]:
+    normalized = unicodedata.normalize("NFKC", text).casefold()
+    return [
+        character
+        for character in normalized
+        if not character.isspace() and not unicodedata.category(character).startswith("P")
+    ]
+
+
+def _english_words(text: str) -> list[str]:
+    normalized = unicodedata.normalize("NFKC", text).casefold()
+    kept = "".join(c for c in normalized if not unicodedata.category(c).startswith("P"))
+    return kept.split()
+
+
+def _levenshtein(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
+    previous = list(range(len(hypothesis) + 1))
+    for row, expected in enumerate(reference, start=1):
+        current = [row]
+        for column, actual in enumerate(hypothesis, start=1):
+            current.append(
+                min(
+                    previous[column] + 1,
+                    current[column - 1] + 1,
+                    previous[column - 1] + (expected != actual),
+                )
+            )
+        previous = current
+    return previous[-1]
+
+
+def _error_rate(reference: Sequence[str], hypothesis: Sequence[str]) -> float:
+    if not reference:
+        return 0.0 if not hypothesis else 1.0
+    return _levenshtein(reference, hypothesis) / len(reference)
+
+
+def character_error_rate(reference: str, hypothesis: str) -> float:
+    """Character edit distance / reference length, ignoring spaces and punctuation.
+
+    Both texts are NFKC-normalized so full-width and half-width forms match.
+    An empty reference scores 0.0 against an empty hypothesis, else 1.0.
+    """
+    return _error_rate(_japanese_characters(reference), _japanese_characters(hypothesis))
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word edit distance / reference word count, ignoring case and punctuation."""
+    return _error_rate(_english_words(reference), _english_words(hypothesis))
