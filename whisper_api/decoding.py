@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers.modeling_outputs import BaseModelOutput
 
 from .audio import SAMPLE_RATE
 from .transcript import Segment, TranscriptionJob
@@ -117,36 +118,41 @@ class SequentialDecoder:
                 language = self.detect_language(probabilities)
             no_speech_prob = float(probabilities[self.no_speech])
             context = (prompt_tokens + previous_tokens)[-MAX_PROMPT_TOKENS:]
-            result = self.decode_window(encoded, language, job.task, context, job.temperature)
-            if (
-                no_speech_prob > self.options.no_speech_threshold
-                and result.avg_logprob < self.options.logprob_threshold
-            ):
+            result = self.decode_window(encoded, language, job.task, context, job.temperature, no_speech_prob)
+            if self.is_silence(no_speech_prob, result):
                 seek += window_frames  # silence: skip it rather than invent text
                 continue
             new_segments, consumed = self.split_segments(result, seek, time_offset, window_frames, no_speech_prob)
             for segment in new_segments:
-                segments.append(_renumbered(segment, len(segments), job.duration))
+                if segment.text.strip():
+                    segments.append(_renumbered(segment, len(segments), job.duration))
             if self.options.condition_on_previous_text and result.temperature <= 0.5:
                 previous_tokens.extend(result.tokens)
             else:
                 previous_tokens = []  # the text went wrong enough to need sampling: don't build on it
             seek += max(consumed, 1)
-        return language or "en", [segment for segment in segments if segment.text.strip()]
+        return language or "en", segments
+
+    def is_silence(self, no_speech_prob: float, result: WindowResult) -> bool:
+        return (
+            no_speech_prob > self.options.no_speech_threshold
+            and result.avg_logprob < self.options.logprob_threshold
+        )
 
     def text_tokens(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def decode_window(
-        self, encoded: torch.Tensor, language: str, task: str, context: list[int], temperature: float
+        self, encoded: torch.Tensor, language: str, task: str, context: list[int], temperature: float,
+        no_speech_prob: float,
     ) -> WindowResult:
         result: WindowResult | None = None
         for current in temperature_schedule(temperature, self.options.temperature_increment):
             result = self.generate(encoded, language, task, context, current)
             too_repetitive = result.compression_ratio > self.options.compression_ratio_threshold
             too_unsure = result.avg_logprob < self.options.logprob_threshold
-            if not too_repetitive and not too_unsure:
-                break
+            if self.is_silence(no_speech_prob, result) or not (too_repetitive or too_unsure):
+                break  # silence needs no retry: the window is skipped anyway
         assert result is not None
         return result
 
@@ -155,7 +161,7 @@ class SequentialDecoder:
     ) -> WindowResult:
         sampling = temperature > 0
         arguments = dict(
-            encoder_outputs=(encoded,),
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
             language=language,
             task=task,
             return_timestamps=True,
@@ -170,14 +176,20 @@ class SequentialDecoder:
         if context:
             arguments["prompt_ids"] = torch.tensor([self.start_of_previous, *context], device=self.device)
         output = self.model.generate(**arguments)
-        sequence = output.sequences[0].tolist()
-        generated_count = len(output.scores)
-        generated = sequence[len(sequence) - generated_count :] if generated_count else []
+        # With timestamps, Whisper's generate returns {"sequences", "segments"}; each segment's
+        # "result" is the raw output of the window: every token (prompt included) and the scores.
+        window_segments = output["segments"][0]
+        if not window_segments:
+            return WindowResult([], temperature, 0.0, 0.0)
+        raw = window_segments[0]["result"]
+        sequence = raw["sequences"].tolist()
+        scores = raw.get("scores") or []
+        generated = sequence[len(sequence) - len(scores) :] if scores else []
         tokens = [token for token in generated if token != self.end_of_text]
-        if self.options.beam_size > 1 and not sampling and getattr(output, "sequences_scores", None) is not None:
-            avg_logprob = float(output.sequences_scores[0])
+        if "sequences_scores" in raw:
+            avg_logprob = float(raw["sequences_scores"])
         else:
-            avg_logprob = self.average_logprob(output.scores, generated, temperature)
+            avg_logprob = self.average_logprob(scores, generated, temperature)
         text = self.tokenizer.decode([token for token in tokens if token < self.end_of_text])
         return WindowResult(tokens, temperature, avg_logprob, compression_ratio(text))
 
@@ -189,7 +201,7 @@ class SequentialDecoder:
         scale = temperature if temperature > 0 else 1.0
         total = 0.0
         for step, token in zip(scores, generated):
-            row = step[0].float() * scale
+            row = step.reshape(-1).float() * scale
             finite = torch.where(torch.isfinite(row), row, torch.full_like(row, -1e9))
             total += float(torch.log_softmax(finite, dim=-1)[token])
         return total / len(generated)

@@ -114,12 +114,16 @@ class Engine:
 def load_pipeline(settings: ModelSettings, device: DeviceChoice):
     """transformers' ASR pipeline, the model in the configured dtype and attention, on the device."""
     from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
+    from transformers.utils import logging as transformers_logging
+
+    # generate() warns on every call about settings we pass on purpose; keep the log readable
+    transformers_logging.set_verbosity_error()
 
     dtype = TORCH_DTYPES[settings.dtype]
     try:
         processor = WhisperProcessor.from_pretrained(settings.name)
         model = WhisperForConditionalGeneration.from_pretrained(
-            settings.name, torch_dtype=dtype, attn_implementation=settings.attention, low_cpu_mem_usage=True
+            settings.name, dtype=dtype, attn_implementation=settings.attention, low_cpu_mem_usage=True
         )
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load model {settings.name!r}: {error}") from None
@@ -131,5 +135,5 @@ def load_pipeline(settings: ModelSettings, device: DeviceChoice):
         tokenizer=processor.tokenizer,
         feature_extractor=processor.feature_extractor,
         device=device.device,
-        torch_dtype=dtype,
+        dtype=dtype,
     )
