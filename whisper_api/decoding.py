@@ -35,6 +35,9 @@ class DecodingOptions:
     no_speech_threshold: float = 0.6
     condition_on_previous_text: bool = True
     temperature_increment: float = 0.2
+    # Windows quieter than this (RMS, dB below full scale) are skipped undecoded: Whisper
+    # invents text on digital silence ("ん", "ご視聴ありがとうございました") however it is asked.
+    silence_rms_dbfs: float = -60.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,9 @@ class SequentialDecoder:
         while seek < content_frames:
             window_frames = min(WINDOW_FRAMES, content_frames - seek)
             time_offset = seek / FRAMES_PER_SECOND
+            if self.is_quiet(job.samples[seek * HOP_LENGTH : (seek + window_frames) * HOP_LENGTH]):
+                seek += window_frames
+                continue
             encoded = self.encode(mel[:, :, seek : seek + WINDOW_FRAMES])
             probabilities = self.first_step_probabilities(encoded)
             if language is None:
@@ -132,6 +138,10 @@ class SequentialDecoder:
                 previous_tokens = []  # the text went wrong enough to need sampling: don't build on it
             seek += max(consumed, 1)
         return language or "en", segments
+
+    def is_quiet(self, samples: np.ndarray) -> bool:
+        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+        return rms <= 10 ** (self.options.silence_rms_dbfs / 20)
 
     def is_silence(self, no_speech_prob: float, result: WindowResult) -> bool:
         return (

@@ -1,0 +1,97 @@
+"""Fixtures: the real Whisper base model (converted once and cached), apps, clients, a live server."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.live_server import serve_in_thread
+from tests.support.whisper_checkpoint import ensure_whisper_base
+from whisper_api import create_app
+from whisper_api.config import AuthSettings, DeploymentSettings, ModelSettings, ServerSettings, Settings
+from whisper_api.engine import Engine
+
+API_KEY = "test-key-123"
+API_VERSION = "2024-06-01"
+SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    return ensure_whisper_base()
+
+
+@pytest.fixture(scope="session")
+def model_settings(model_dir: Path) -> ModelSettings:
+    return ModelSettings(name=str(model_dir), device="cpu", dtype="float32", warmup=False)
+
+
+@pytest.fixture(scope="session")
+def engine(model_settings: ModelSettings) -> Engine:
+    """One real model for the whole run, as the server has one for its whole life."""
+    return Engine.load(model_settings)
+
+
+def make_settings(model_settings: ModelSettings, **server_overrides) -> Settings:
+    return Settings(
+        server=ServerSettings(**server_overrides),
+        auth=AuthSettings(api_keys=(API_KEY,)),
+        model=model_settings,
+        deployments={
+            "whisper": DeploymentSettings("whisper"),
+            "whisper-ja": DeploymentSettings("whisper-ja", language="ja"),
+        },
+        source="tests",
+    )
+
+
+@pytest.fixture
+def settings(model_settings: ModelSettings) -> Settings:
+    return make_settings(model_settings)
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine):
+    return create_app(settings, engine=engine)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def live_server(model_settings: ModelSettings, engine: Engine) -> Iterator[str]:
+    """Base URL of a real Waitress server on loopback, shared by the tests that only read from it."""
+    app = create_app(make_settings(model_settings, max_upload_mb=2), engine=engine)
+    with serve_in_thread(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def transcriptions_url(live_server: str) -> str:
+    return f"{live_server}/openai/deployments/whisper/audio/transcriptions?api-version={API_VERSION}"
+
+
+def shared_audio(name: str) -> Path:
+    path = SHARED_AUDIO / name
+    if not path.exists():
+        pytest.skip(f"real speech {path} is not present (it lives in ../shared/audio beside the checkout)")
+    return path
+
+
+def manifest_transcript(name: str) -> str:
+    import csv
+
+    with open(shared_audio("MANIFEST.tsv"), encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if row["file"] == name:
+                return row["reference_transcript"]
+    pytest.skip(f"{name} is not listed in MANIFEST.tsv")

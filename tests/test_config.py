@@ -1,0 +1,96 @@
+"""Settings load from the INI, and every bad value stops start-up with one line naming it."""
+
+from __future__ import annotations
+
+import pytest
+
+from whisper_api.config import DEFAULT_CONFIG_PATH, ConfigError, config_path_from_environment, load_settings
+
+
+def write_ini(tmp_path, text: str):
+    path = tmp_path / "whisper_api.ini"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+MINIMAL = "[deployment:whisper]\n"
+
+
+def test_shipped_ini_loads_with_documented_defaults():
+    settings = load_settings(DEFAULT_CONFIG_PATH)
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.port == 8000
+    assert settings.server.max_upload_mb == 25
+    assert settings.model.device == "auto"
+    assert settings.model.dtype == "float32"
+    assert {"whisper", "whisper-1"} <= set(settings.deployments)
+
+
+def test_every_shipped_key_is_commented():
+    lines = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines):
+        if "=" in line and not line.lstrip().startswith(";"):
+            assert lines[number - 1].lstrip().startswith(";"), f"key without a comment: {line}"
+
+
+def test_deployment_sections_carry_decoding_defaults(tmp_path):
+    path = write_ini(tmp_path, "[model]\nname = m\n[deployment:ja]\nlanguage = Japanese\ntemperature = 0.2\nprompt = こんにちは\n")
+    deployment = load_settings(path).deployments["ja"]
+    assert (deployment.language, deployment.temperature, deployment.prompt) == ("ja", 0.2, "こんにちは")
+
+
+def test_api_keys_are_split_on_commas(tmp_path):
+    settings = load_settings(write_ini(tmp_path, MINIMAL + "[model]\nname = m\n[auth]\napi_keys = one, two ,,three\n"))
+    assert settings.auth.api_keys == ("one", "two", "three")
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[server]\nport = eighty\n", "[server] port"),
+        ("[server]\nport = 70000\n", "[server] port"),
+        ("[server]\nthreads = 0\n", "[server] threads"),
+        ("[server]\nmax_upload_mb = -1\n", "[server] max_upload_mb"),
+        ("[server]\nrequire_api_version = maybe\n", "[server] require_api_version"),
+        ("[model]\nname = m\ndevice = tpu\n", "[model] device"),
+        ("[model]\nname = m\ndtype = float64\n", "[model] dtype"),
+        ("[model]\nname = m\nattention = flash\n", "[model] attention"),
+        ("[deployment:x]\nlanguage = klingon\n", "[deployment:x] language"),
+        ("[deployment:x]\ntemperature = 3\n", "[deployment:x] temperature"),
+        ("[typo]\nkey = 1\n", "[typo]"),
+    ],
+)
+def test_bad_values_name_file_section_and_key(tmp_path, text, named):
+    if "[model]" not in text:
+        text += "[model]\nname = m\n"
+    path = write_ini(tmp_path, MINIMAL + text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    message = str(raised.value)
+    assert str(path) in message and named in message
+    assert "\n" not in message
+
+
+def test_missing_model_name_is_required(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[model\] name: is required"):
+        load_settings(write_ini(tmp_path, "[deployment:whisper]\n"))
+
+
+def test_no_deployment_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="deployment"):
+        load_settings(write_ini(tmp_path, "[model]\nname = m\n"))
+
+
+def test_missing_or_broken_file_is_one_clear_line(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "absent.ini")
+    with pytest.raises(ConfigError, match="not a valid INI"):
+        load_settings(write_ini(tmp_path, "no section header\n"))
+
+
+def test_config_path_prefers_flag_then_environment_then_shipped_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("WHISPER_API_CONFIG", raising=False)
+    assert config_path_from_environment(None) == DEFAULT_CONFIG_PATH
+    monkeypatch.setenv("WHISPER_API_CONFIG", str(tmp_path / "env.ini"))
+    assert config_path_from_environment(None) == tmp_path / "env.ini"
+    assert config_path_from_environment(tmp_path / "flag.ini") == tmp_path / "flag.ini"

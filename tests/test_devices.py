@@ -1,0 +1,77 @@
+"""Device choice: auto tries DirectML, then CUDA, then CPU, and says why; explicit devices must exist."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.support.speech import JAPANESE_SENTENCES, character_error_rate, japanese_speech
+from tests.support.standin_directml import make_standin
+from whisper_api import create_app
+from whisper_api.config import ModelSettings
+from whisper_api.devices import DeviceUnavailable, choose_device
+from whisper_api.engine import Engine
+from whisper_api.transcript import TranscriptionJob
+from whisper_api import devices
+
+
+def without_directml(monkeypatch):
+    def missing():
+        raise ImportError("No module named 'torch_directml'")
+
+    monkeypatch.setattr(devices, "load_torch_directml", missing)
+
+
+def with_directml(monkeypatch, **options):
+    monkeypatch.setattr(devices, "load_torch_directml", lambda: make_standin(**options))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_auto_falls_back_to_cpu_and_says_why(monkeypatch):
+    without_directml(monkeypatch)
+    choice = choose_device("auto")
+    assert choice.kind == "cpu"
+    assert "torch-directml is not installed" in choice.skipped["directml"]
+    assert "no CUDA device" in choice.skipped["cuda"]
+    assert "directml skipped" in choice.describe()
+
+
+def test_auto_prefers_directml_when_it_reports_an_adapter(monkeypatch):
+    with_directml(monkeypatch)
+    choice = choose_device("auto")
+    assert choice.kind == "directml"
+    assert choice.name == "AMD Radeon 780M Graphics"
+
+
+@pytest.mark.parametrize("options", [{"adapters": ()}, {"available": False}])
+def test_directml_without_an_adapter_is_skipped_by_auto(monkeypatch, options):
+    with_directml(monkeypatch, **options)
+    assert choose_device("auto").kind != "directml"
+    with pytest.raises(DeviceUnavailable):
+        choose_device("directml")
+
+
+def test_explicit_directml_without_the_package_stops_start_up(monkeypatch):
+    without_directml(monkeypatch)
+    with pytest.raises(DeviceUnavailable, match="torch-directml is not installed"):
+        choose_device("directml")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_explicit_cuda_without_a_gpu_stops_start_up():
+    with pytest.raises(DeviceUnavailable, match="CUDA"):
+        choose_device("cuda")
+
+
+def test_model_runs_on_the_directml_device_object(monkeypatch, model_dir, settings):
+    """The DirectML branch loads and moves the real model onto the device torch_directml returns."""
+    with_directml(monkeypatch)
+    engine = Engine.load(ModelSettings(name=str(model_dir), device="directml", warmup=False))
+    assert engine.info.device == "directml"
+    assert engine.info.device_name == "AMD Radeon 780M Graphics"
+    assert next(engine.pipeline.model.parameters()).device == devices.load_torch_directml().device(0)
+    sentence = JAPANESE_SENTENCES[3]
+    transcript = engine.transcribe(TranscriptionJob(samples=japanese_speech(sentence), language="ja"))
+    assert character_error_rate(sentence, transcript.text) <= 0.35
+    health = create_app(settings, engine=engine).test_client().get("/health").get_json()
+    assert health["device"] == "directml" and "DirectML adapter 0 of 1" in health["device_reason"]
