@@ -9,13 +9,14 @@ probability), exactly as openai/whisper's transcribe() does.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from .audio import SAMPLE_RATE
+from .alignment import group_words
 from .transcript import Segment, TranscriptionJob
 
 HOP_LENGTH = 160
@@ -46,6 +47,7 @@ class WindowResult:
     temperature: float
     avg_logprob: float
     compression_ratio: float
+    token_spans: list[tuple[float, float]] = field(default_factory=list)  # per token, with word timestamps
 
 
 def compression_ratio(text: str) -> float:
@@ -124,11 +126,15 @@ class SequentialDecoder:
                 language = self.detect_language(probabilities)
             no_speech_prob = float(probabilities[self.no_speech])
             context = (prompt_tokens + previous_tokens)[-MAX_PROMPT_TOKENS:]
-            result = self.decode_window(encoded, language, job.task, context, job.temperature, no_speech_prob)
+            result = self.decode_window(
+                encoded, language, job.task, context, job.temperature, no_speech_prob, job.word_timestamps
+            )
             if self.is_silence(no_speech_prob, result):
                 seek += window_frames  # silence: skip it rather than invent text
                 continue
-            new_segments, consumed = self.split_segments(result, seek, time_offset, window_frames, no_speech_prob)
+            new_segments, consumed = self.split_segments(
+                result, seek, time_offset, window_frames, no_speech_prob, language
+            )
             for segment in new_segments:
                 if segment.text.strip():
                     segments.append(_renumbered(segment, len(segments), job.duration))
@@ -154,11 +160,11 @@ class SequentialDecoder:
 
     def decode_window(
         self, encoded: torch.Tensor, language: str, task: str, context: list[int], temperature: float,
-        no_speech_prob: float,
+        no_speech_prob: float, word_timestamps: bool = False,
     ) -> WindowResult:
         result: WindowResult | None = None
         for current in temperature_schedule(temperature, self.options.temperature_increment):
-            result = self.generate(encoded, language, task, context, current)
+            result = self.generate(encoded, language, task, context, current, word_timestamps)
             too_repetitive = result.compression_ratio > self.options.compression_ratio_threshold
             too_unsure = result.avg_logprob < self.options.logprob_threshold
             if self.is_silence(no_speech_prob, result) or not (too_repetitive or too_unsure):
@@ -167,7 +173,8 @@ class SequentialDecoder:
         return result
 
     def generate(
-        self, encoded: torch.Tensor, language: str, task: str, context: list[int], temperature: float
+        self, encoded: torch.Tensor, language: str, task: str, context: list[int], temperature: float,
+        word_timestamps: bool = False,
     ) -> WindowResult:
         sampling = temperature > 0
         arguments = dict(
@@ -183,6 +190,9 @@ class SequentialDecoder:
         )
         if sampling:
             arguments["temperature"] = temperature
+        if word_timestamps:
+            # token times from the cross-attention of the model's alignment heads (DTW)
+            arguments["return_token_timestamps"] = True
         if context:
             arguments["prompt_ids"] = torch.tensor([self.start_of_previous, *context], device=self.device)
         output = self.model.generate(**arguments)
@@ -201,7 +211,13 @@ class SequentialDecoder:
         else:
             avg_logprob = self.average_logprob(scores, generated, temperature)
         text = self.tokenizer.decode([token for token in tokens if token < self.end_of_text])
-        return WindowResult(tokens, temperature, avg_logprob, compression_ratio(text))
+        spans: list[tuple[float, float]] = []
+        if word_timestamps and "token_timestamps" in raw:
+            # token_timestamps[i] is where token i ends; it starts where the one before it ends
+            times = raw["token_timestamps"].reshape(-1).tolist()
+            first = len(sequence) - len(generated)
+            spans = [(times[index - 1], times[index]) for index in range(first, first + len(tokens))]
+        return WindowResult(tokens, temperature, avg_logprob, compression_ratio(text), spans)
 
     @staticmethod
     def average_logprob(scores: tuple[torch.Tensor, ...], generated: list[int], temperature: float) -> float:
@@ -217,14 +233,15 @@ class SequentialDecoder:
         return total / len(generated)
 
     def split_segments(
-        self, result: WindowResult, seek: int, time_offset: float, window_frames: int, no_speech_prob: float
+        self, result: WindowResult, seek: int, time_offset: float, window_frames: int, no_speech_prob: float,
+        language: str = "en",
     ) -> tuple[list[Segment], int]:
         """Cut the window's tokens at timestamp pairs; return segments and mel frames consumed."""
         tokens = result.tokens
         is_timestamp = [token >= self.timestamp_begin for token in tokens]
         single_timestamp_ending = is_timestamp[-2:] == [False, True]
         boundaries = [index + 1 for index in range(len(tokens) - 1) if is_timestamp[index] and is_timestamp[index + 1]]
-        pieces: list[tuple[float, float, list[int]]] = []
+        pieces: list[tuple[float, float, int, int]] = []  # start, end, first and last+1 token index
         if boundaries:
             if single_timestamp_ending:
                 boundaries.append(len(tokens))
@@ -233,7 +250,7 @@ class SequentialDecoder:
                 piece = tokens[last:boundary]
                 start = (piece[0] - self.timestamp_begin) * TIME_PRECISION if is_timestamp[last] else 0.0
                 end = (piece[-1] - self.timestamp_begin) * TIME_PRECISION
-                pieces.append((start, end, piece))
+                pieces.append((start, end, last, boundary))
                 last = boundary
             if single_timestamp_ending:
                 consumed = window_frames
@@ -244,7 +261,7 @@ class SequentialDecoder:
             stamps = [token for token in tokens if token >= self.timestamp_begin]
             if stamps and stamps[-1] != self.timestamp_begin:
                 duration = (stamps[-1] - self.timestamp_begin) * TIME_PRECISION
-            pieces.append((0.0, duration, tokens))
+            pieces.append((0.0, duration, 0, len(tokens)))
             consumed = window_frames
         segments = [
             Segment(
@@ -252,20 +269,35 @@ class SequentialDecoder:
                 seek=seek,
                 start=time_offset + start,
                 end=time_offset + end,
-                text=self.tokenizer.decode([token for token in piece if token < self.end_of_text]),
-                tokens=piece,
+                text=self.tokenizer.decode([token for token in tokens[first:last] if token < self.end_of_text]),
+                tokens=tokens[first:last],
                 temperature=result.temperature,
                 avg_logprob=result.avg_logprob,
                 compression_ratio=result.compression_ratio,
                 no_speech_prob=no_speech_prob,
+                words=self.words(result, first, last, time_offset, language),
             )
-            for start, end, piece in pieces
+            for start, end, first, last in pieces
         ]
         return segments, min(consumed, window_frames)
 
+    def words(self, result: WindowResult, first: int, last: int, time_offset: float, language: str) -> list:
+        if not result.token_spans:
+            return []
+        indexes = [index for index in range(first, last) if result.tokens[index] < self.end_of_text]
+        spans = [
+            (time_offset + result.token_spans[index][0], time_offset + result.token_spans[index][1])
+            for index in indexes
+        ]
+        return group_words([result.tokens[index] for index in indexes], spans, self.tokenizer.decode, language)
+
 
 def _renumbered(segment: Segment, number: int, duration: float) -> Segment:
-    from dataclasses import replace
-
+    """Number the segment and keep it, and its words, inside the audio and inside each other."""
     end = min(segment.end, duration)
-    return replace(segment, id=number, start=min(segment.start, end), end=end)
+    start = min(segment.start, end)
+    words = [
+        replace(word, start=min(max(word.start, start), end), end=min(max(word.end, start), end))
+        for word in segment.words
+    ]
+    return replace(segment, id=number, start=start, end=end, words=words)

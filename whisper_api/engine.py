@@ -108,6 +108,7 @@ class Engine:
             duration=job.duration,
             text=text,
             segments=segments,
+            words=[word for segment in segments for word in segment.words] if job.word_timestamps else None,
         )
 
 

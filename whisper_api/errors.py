@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,11 @@ def deployment_not_found() -> ApiError:
     return ApiError(404, "DeploymentNotFound", DEPLOYMENT_NOT_FOUND_MESSAGE)
 
 
-def upload_too_large(limit_bytes: int) -> ApiError:
-    return ApiError(
-        413,
-        "content_too_large",
-        f"Maximum content size limit ({limit_bytes}) exceeded.",
-        param="file",
-    )
+def upload_too_large(limit_bytes: int | None, received_bytes: int | None) -> ApiError:
+    """The hosted service's wording; the body is refused from its Content-Length, never read whole."""
+    limit = f" ({limit_bytes})" if limit_bytes else ""
+    received = f" ({received_bytes} bytes read)" if received_bytes else ""
+    return ApiError(413, "content_too_large", f"Maximum content size limit{limit} exceeded{received}.", param="file")
 
 
 def render(error: ApiError) -> Response:
@@ -80,7 +78,7 @@ def _from_http_exception(error: HTTPException) -> ApiError:
     if status == 405:
         return ApiError(405, "405", "The requested method is not allowed for this resource.")
     if status == 413:
-        return ApiError(413, "content_too_large", "Maximum content size limit exceeded.", param="file")
+        return upload_too_large(current_app.config.get("MAX_CONTENT_LENGTH"), request.content_length)
     return ApiError(status, str(status), error.description or error.name)
 
 

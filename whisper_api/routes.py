@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from typing import Any
+from typing import Any, Callable
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.datastructures import FileStorage, MultiDict
@@ -19,6 +19,9 @@ from .transcript import Transcript, TranscriptionJob
 
 blueprint = Blueprint("audio", __name__)
 
+TRANSCRIBE = "transcribe"
+TRANSLATE = "translate"
+GRANULARITIES = {"segment", "word"}
 API_VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 MAX_PROMPT_CHARACTERS = 4000
 
@@ -48,21 +51,74 @@ def health() -> Response:
 
 @blueprint.post("/openai/deployments/<deployment>/audio/transcriptions")
 def deployment_transcriptions(deployment: str) -> Response:
-    return _serve(deployment, task="transcribe")
+    return serve_audio(lambda: find_deployment(deployment), TRANSCRIBE, api_version_required=True)
 
 
-def _serve(deployment_name: str, task: str) -> Response:
+@blueprint.post("/openai/deployments/<deployment>/audio/translations")
+def deployment_translations(deployment: str) -> Response:
+    return serve_audio(lambda: find_deployment(deployment), TRANSLATE, api_version_required=True)
+
+
+# Azure's v1 surface and OpenAI's own: the `model` form field names the deployment.
+@blueprint.post("/openai/v1/audio/transcriptions")
+def azure_v1_transcriptions() -> Response:
+    return serve_audio(lambda: deployment_from_model_field(openai_style=False), TRANSCRIBE)
+
+
+@blueprint.post("/openai/v1/audio/translations")
+def azure_v1_translations() -> Response:
+    return serve_audio(lambda: deployment_from_model_field(openai_style=False), TRANSLATE)
+
+
+@blueprint.post("/v1/audio/transcriptions")
+def openai_transcriptions() -> Response:
+    return serve_audio(lambda: deployment_from_model_field(openai_style=True), TRANSCRIBE)
+
+
+@blueprint.post("/v1/audio/translations")
+def openai_translations() -> Response:
+    return serve_audio(lambda: deployment_from_model_field(openai_style=True), TRANSLATE)
+
+
+@blueprint.get("/openai/deployments")
+def list_deployments() -> Response:
     authenticate()
-    check_api_version()
-    deployment = find_deployment(deployment_name)
+    check_api_version(required=True)
+    model = engine().info.model
+    data = [
+        {"id": name, "object": "deployment", "model": model, "status": "succeeded", "owner": "organization",
+         "scale_settings": {"scale_type": "standard"}}
+        for name in sorted(settings().deployments)
+    ]
+    return jsonify(object="list", data=data)
+
+
+@blueprint.get("/openai/v1/models")
+@blueprint.get("/v1/models")
+def list_models() -> Response:
+    authenticate()
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "whisper-api"}
+        for name in sorted(settings().deployments)
+    ]
+    return jsonify(object="list", data=data)
+
+
+def serve_audio(
+    resolve_deployment: Callable[[], DeploymentSettings], task: str, api_version_required: bool = False
+) -> Response:
+    authenticate()
+    check_api_version(required=api_version_required)
+    deployment = resolve_deployment()
     form = request.form
     response_format = read_response_format(form)
-    job = build_job(form, read_upload(), deployment, task)
+    granularities = read_granularities(form, response_format, task)
+    job = build_job(form, read_upload(), deployment, task, word_timestamps="word" in granularities)
     try:
         transcript = engine().transcribe(job)
     except UnsupportedLanguage as error:
         raise invalid_field("language", f"The model does not support language {error}.") from None
-    return render(transcript, response_format)
+    return render(transcript, response_format, include_segments=not granularities or "segment" in granularities)
 
 
 def authenticate() -> None:
@@ -82,10 +138,11 @@ def authenticate() -> None:
         raise unauthorized()
 
 
-def check_api_version() -> None:
+def check_api_version(required: bool) -> None:
+    """Azure answers 404 without ?api-version= on the deployments routes; the v1 routes need none."""
     version = request.args.get("api-version")
     if version is None:
-        if settings().server.require_api_version:
+        if required and settings().server.require_api_version:
             raise ApiError(404, "404", "Resource not found")
         return
     if not API_VERSION_PATTERN.match(version):
@@ -102,6 +159,39 @@ def find_deployment(name: str) -> DeploymentSettings:
     if deployment is None:
         raise deployment_not_found()
     return deployment
+
+
+def deployment_from_model_field(openai_style: bool) -> DeploymentSettings:
+    name = request.form.get("model", "").strip()
+    if not name:
+        raise invalid_field("model", "The 'model' field is required: it names the deployment.")
+    deployment = settings().deployments.get(name)
+    if deployment is None:
+        if openai_style:
+            raise ApiError(
+                404, "model_not_found", f"The model `{name[:100]}` does not exist or you do not have access to it.",
+                param="model",
+            )
+        raise deployment_not_found()
+    return deployment
+
+
+def read_granularities(form: MultiDict, response_format: str, task: str) -> set[str]:
+    """timestamp_granularities[] (the SDKs repeat the bracketed name): segment and/or word."""
+    values = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+    granularities = {value.strip() for value in values if value.strip()}
+    unknown = granularities - GRANULARITIES
+    if unknown:
+        raise invalid_field(
+            "timestamp_granularities",
+            f"Invalid timestamp_granularities {sorted(unknown)[0][:40]!r}: use 'segment' and/or 'word'.",
+        )
+    if granularities and response_format != "verbose_json":
+        # as the hosted service: granularities only come with verbose_json
+        raise invalid_field(
+            "timestamp_granularities", "timestamp_granularities requires response_format 'verbose_json'."
+        )
+    return granularities if task == TRANSCRIBE else set()
 
 
 def read_upload() -> FileStorage:
@@ -154,8 +244,11 @@ def read_prompt(form: MultiDict, deployment: DeploymentSettings) -> str | None:
     return value.strip() or deployment.prompt
 
 
-def build_job(form: MultiDict, upload: FileStorage, deployment: DeploymentSettings, task: str) -> TranscriptionJob:
-    language = read_language(form, deployment)
+def build_job(
+    form: MultiDict, upload: FileStorage, deployment: DeploymentSettings, task: str, word_timestamps: bool = False
+) -> TranscriptionJob:
+    # translations take no language field (the hosted service ignores one): Whisper detects it
+    language = read_language(form, deployment) if task == TRANSCRIBE else None
     temperature = read_temperature(form, deployment)
     prompt = read_prompt(form, deployment)
     try:
@@ -165,15 +258,18 @@ def build_job(form: MultiDict, upload: FileStorage, deployment: DeploymentSettin
             "file",
             f"Invalid file format: {error}. Supported formats: {', '.join(SUPPORTED_FORMATS)}.",
         ) from None
-    limit = current_app.extensions["whisper_api.settings"].model.max_audio_seconds
+    limit = settings().model.max_audio_seconds
     if audio.duration > limit:
         raise invalid_field("file", f"The audio is {audio.duration:.0f} s long; this server accepts at most {limit:.0f} s.")
     return TranscriptionJob(
-        samples=audio.samples, task=task, language=language, prompt=prompt, temperature=temperature
+        samples=audio.samples, task=task, language=language, prompt=prompt, temperature=temperature,
+        word_timestamps=word_timestamps,
     )
 
 
-def render(transcript: Transcript, response_format: str) -> Response:
+def render(transcript: Transcript, response_format: str, include_segments: bool = True) -> Response:
+    if response_format == "verbose_json":
+        return jsonify(formats.to_verbose_json(transcript, include_segments=include_segments))
     if response_format in formats.JSON_FORMATTERS:
         body: Any = formats.JSON_FORMATTERS[response_format](transcript)
         return jsonify(body)
