@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None, engine=None) -> Flask:
 
     `engine` lets tests share one loaded model between apps; a server loads its own here, once.
     """
+    from . import access_log
     from .engine import Engine
     from .errors import register_error_handlers
     from .routes import blueprint
@@ -25,13 +26,14 @@ def create_app(settings: Settings | None = None, engine=None) -> Flask:
     if settings is None:
         settings = load_settings(config_path_from_environment())
     if engine is None:
-        engine = Engine.load(settings.model)
+        engine = Engine.load(settings.model, settings.server.max_queue)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_upload_bytes
     app.json.ensure_ascii = False  # Japanese text stays readable in the body, as the hosted service sends it
     app.json.sort_keys = False
     app.extensions["whisper_api.settings"] = settings
     app.extensions["whisper_api.engine"] = engine
+    access_log.init_app(app)
     register_error_handlers(app)
     app.register_blueprint(blueprint)
     return app

@@ -43,28 +43,21 @@ def fail(message: str, debug: bool) -> int:
     return 1 if not message.startswith("configuration error") else 2
 
 
-def serve(settings: Settings) -> int:
-    import waitress
-
-    from . import create_app
-
-    server_settings = settings.server
-    if server_settings.host in ("0.0.0.0", "::", "*", "") and not settings.auth.api_keys:
+def warn_if_exposed(settings: Settings) -> None:
+    if settings.server.host in ("0.0.0.0", "::", "*", "") and not settings.auth.api_keys:
         log.warning(
             "!!! listening on all interfaces with no [auth] api_keys: anyone on the network can use this server !!!"
         )
+
+
+def serve(settings: Settings) -> int:
+    from . import create_app
+    from .server import create_server
+
+    warn_if_exposed(settings)
     app = create_app(settings)
-    server = waitress.create_server(
-        app,
-        host=server_settings.host,
-        port=server_settings.port,
-        threads=server_settings.threads,
-        max_request_body_size=server_settings.max_upload_bytes + 1024 * 1024,  # form fields beside the file
-        channel_timeout=server_settings.channel_timeout_seconds,
-        connection_limit=server_settings.connection_limit,
-        ident="whisper-api",
-    )
-    log.info("serving on http://%s:%s (config %s)", server_settings.host, server.effective_port, settings.source)
+    server = create_server(app, settings.server)
+    log.info("serving on http://%s:%s (config %s)", settings.server.host, server.effective_port, settings.source)
     try:
         server.run()
     finally:

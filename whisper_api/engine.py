@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +14,7 @@ from .audio import SAMPLE_RATE
 from .config import ModelSettings
 from .decoding import DecodingOptions, SequentialDecoder
 from .devices import DeviceChoice, choose_device, release_memory
+from .model_queue import ModelQueue
 from .transcript import Transcript, TranscriptionJob
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,14 @@ class EngineInfo:
 class Engine:
     """Owns the one pipeline; `transcribe` runs one job at a time under a lock."""
 
-    def __init__(self, settings: ModelSettings, device: DeviceChoice, pipeline, load_seconds: float) -> None:
+    def __init__(
+        self, settings: ModelSettings, device: DeviceChoice, pipeline, load_seconds: float, max_queue: int = 8
+    ) -> None:
         self.settings = settings
         self.device = device
         self.pipeline = pipeline
         self.dtype = TORCH_DTYPES[settings.dtype]
-        self.lock = threading.Lock()
+        self.queue = ModelQueue(max_queue)
         self.decoder = SequentialDecoder(
             pipeline.model,
             pipeline.feature_extractor,
@@ -68,13 +71,13 @@ class Engine:
         )
 
     @classmethod
-    def load(cls, settings: ModelSettings) -> "Engine":
+    def load(cls, settings: ModelSettings, max_queue: int = 8) -> "Engine":
         """Choose the device and load the model onto it; raises DeviceUnavailable or ModelLoadError."""
         device = choose_device(settings.device)
         log.info("device: %s", device.describe())
         started = time.perf_counter()
         pipeline = load_pipeline(settings, device)
-        engine = cls(settings, device, pipeline, time.perf_counter() - started)
+        engine = cls(settings, device, pipeline, time.perf_counter() - started, max_queue)
         log.info("model %s loaded on %s (%s) in %.1f s", settings.name, device.kind, settings.dtype,
                  engine.info.load_seconds)
         if settings.warmup:
@@ -91,10 +94,13 @@ class Engine:
         self.transcribe(TranscriptionJob(samples=np.zeros(SAMPLE_RATE, dtype=np.float32), language="en"))
         log.info("warm-up took %.2f s", time.perf_counter() - started)
 
-    def transcribe(self, job: TranscriptionJob) -> Transcript:
+    def transcribe(self, job: TranscriptionJob, cancelled: Callable[[], bool] | None = None) -> Transcript:
+        """Run one job on the model; raises QueueFull at once when too many wait, Cancelled when
+        `cancelled()` turns true while waiting. A failure inside inference frees device memory and
+        leaves the model ready for the next job."""
         if job.language is not None and job.language not in self.supported_languages:
             raise UnsupportedLanguage(job.language)
-        with self.lock:
+        with self.queue.turn(cancelled):
             try:
                 with torch.inference_mode():
                     language, segments = self.decoder.transcribe(job)

@@ -56,6 +56,17 @@ def deployment_not_found() -> ApiError:
     return ApiError(404, "DeploymentNotFound", DEPLOYMENT_NOT_FOUND_MESSAGE)
 
 
+def too_many_requests(deployment: str, retry_after_seconds: int) -> ApiError:
+    return ApiError(
+        429,
+        "429",
+        f"Requests to the {deployment} deployment have exceeded the number this server queues. "
+        f"Please retry after {retry_after_seconds} seconds.",
+        type="rate_limit_exceeded",
+        headers={"Retry-After": str(retry_after_seconds)},
+    )
+
+
 def upload_too_large(limit_bytes: int | None, received_bytes: int | None) -> ApiError:
     """The hosted service's wording; the body is refused from its Content-Length, never read whole."""
     limit = f" ({limit_bytes})" if limit_bytes else ""

@@ -9,11 +9,12 @@ from typing import Any, Callable
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.datastructures import FileStorage, MultiDict
 
-from . import formats
+from . import access_log, formats
 from .audio import SUPPORTED_FORMATS, AudioDecodeError, decode
 from .config import RESPONSE_FORMATS, DeploymentSettings, Settings
 from .engine import Engine, UnsupportedLanguage
-from .errors import ApiError, deployment_not_found, invalid_field, unauthorized
+from .errors import ApiError, deployment_not_found, invalid_field, too_many_requests, unauthorized
+from .model_queue import Cancelled, QueueFull
 from .languages import normalize_language
 from .transcript import Transcript, TranscriptionJob
 
@@ -114,10 +115,15 @@ def serve_audio(
     response_format = read_response_format(form)
     granularities = read_granularities(form, response_format, task)
     job = build_job(form, read_upload(), deployment, task, word_timestamps="word" in granularities)
+    access_log.note(deployment=deployment.name, audio_seconds=round(job.duration, 2))
     try:
-        transcript = engine().transcribe(job)
+        transcript = engine().transcribe(job, cancelled=request.environ.get("waitress.client_disconnected"))
     except UnsupportedLanguage as error:
         raise invalid_field("language", f"The model does not support language {error}.") from None
+    except QueueFull as error:
+        raise too_many_requests(deployment.name, error.retry_after_seconds) from None
+    except Cancelled:
+        raise ApiError(499, "client_closed_request", "The client closed the connection while waiting.") from None
     return render(transcript, response_format, include_segments=not granularities or "segment" in granularities)
 
 
@@ -241,6 +247,8 @@ def read_prompt(form: MultiDict, deployment: DeploymentSettings) -> str | None:
     value = form.get("prompt", "")
     if len(value) > MAX_PROMPT_CHARACTERS:
         raise invalid_field("prompt", f"The prompt is too long: at most {MAX_PROMPT_CHARACTERS} characters.")
+    if "\ufffd" in value:  # the form parser replaces bytes that are not UTF-8
+        raise invalid_field("prompt", "The prompt is not valid UTF-8 text.")
     return value.strip() or deployment.prompt
 
 

@@ -8,14 +8,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import requests
-import waitress
 from flask import Flask
+
+from whisper_api.server import create_server
 
 
 @contextmanager
-def serve_in_thread(app: Flask, threads: int = 4, **options) -> Iterator[str]:
-    """Yield the base URL of `app` served by Waitress on 127.0.0.1; stop it afterwards."""
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads, **options)
+def serve_in_thread(app: Flask) -> Iterator[str]:
+    """Yield the base URL of `app` served by Waitress on 127.0.0.1 with the app's [server] settings."""
+    settings = app.extensions["whisper_api.settings"].server
+    server = create_server(app, settings, host="127.0.0.1", port=0)
     url = f"http://127.0.0.1:{server.effective_port}"
     thread = threading.Thread(target=server.run, name="waitress-test-server", daemon=True)
     thread.start()

@@ -1,0 +1,42 @@
+"""One structured access-log line per request, and the x-request-id header Azure clients expect."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+
+log = logging.getLogger("whisper_api.access")
+
+
+def note(**fields) -> None:
+    """Add fields (deployment, audio_seconds, ...) to this request's access-log line."""
+    g.access_fields.update(fields)
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def start() -> None:
+        g.request_id = str(uuid.uuid4())
+        g.request_started = time.perf_counter()
+        g.access_fields = {}
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        request_id = getattr(g, "request_id", None) or str(uuid.uuid4())
+        response.headers["x-request-id"] = request_id
+        response.headers["apim-request-id"] = request_id
+        started = getattr(g, "request_started", time.perf_counter())
+        line = {
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.path,  # never the query or headers: keys stay out of logs
+            "status": response.status_code,
+            **getattr(g, "access_fields", {}),
+            "processing_seconds": round(time.perf_counter() - started, 3),
+        }
+        log.info(json.dumps(line, ensure_ascii=False))
+        return response
