@@ -72,9 +72,14 @@ def _decode_with_pyav(data: bytes) -> tuple[np.ndarray, int, int]:
         channels = stream.codec_context.channels or 1
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         pieces: list[np.ndarray] = []
-        for frame in container.decode(stream):
-            for converted in resampler.resample(frame):
-                pieces.append(converted.to_ndarray().reshape(-1))
+        try:
+            for frame in container.decode(stream):
+                for converted in resampler.resample(frame):
+                    pieces.append(converted.to_ndarray().reshape(-1))
+        except av.FFmpegError:
+            if not pieces:
+                raise
+            # a truncated or damaged tail: keep the audio decoded before it, as ffmpeg does
         for converted in resampler.resample(None):
             pieces.append(converted.to_ndarray().reshape(-1))
     if not pieces:

@@ -1,0 +1,104 @@
+"""A bounded queue in front of the model: 429 with Retry-After at once when full, and clients
+that hang up while queued give their place back."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.conftest import API_KEY, API_VERSION, make_settings
+from tests.support.live_server import serve_in_thread
+from tests.support.speech import JAPANESE_SENTENCES, character_error_rate, concatenate, encode, japanese_speech
+from whisper_api import create_app
+from whisper_api.engine import Engine
+
+PATH = f"/openai/deployments/whisper/audio/transcriptions?api-version={API_VERSION}"
+
+
+@pytest.fixture(scope="module")
+def queued_engine(engine, model_settings) -> Engine:
+    """The session's model behind a queue of one waiting place."""
+    return Engine(model_settings, engine.device, engine.pipeline, 0.0, max_queue=1)
+
+
+@pytest.fixture(scope="module")
+def server(queued_engine, model_settings):
+    app = create_app(make_settings(model_settings, max_queue=1), engine=queued_engine)
+    with serve_in_thread(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def long_speech() -> bytes:
+    samples, _ = concatenate(*[japanese_speech(sentence) for sentence in JAPANESE_SENTENCES * 3], gap_seconds=0.5)
+    return encode(samples, "flac")
+
+
+@pytest.fixture(scope="module")
+def short_speech() -> bytes:
+    return encode(japanese_speech(JAPANESE_SENTENCES[0]), "wav")
+
+
+def post(url: str, audio: bytes) -> requests.Response:
+    return requests.post(url + PATH, headers={"api-key": API_KEY}, files={"file": ("a.flac", audio)},
+                         data={"language": "ja"}, timeout=300)
+
+
+def poll(condition, timeout_seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def in_background(function, *arguments) -> tuple[threading.Thread, list]:
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(function(*arguments)), daemon=True)
+    thread.start()
+    return thread, results
+
+
+def test_full_queue_answers_429_at_once_and_queued_work_completes(server, queued_engine, long_speech, short_speech):
+    running, running_result = in_background(post, server, long_speech)
+    poll(queued_engine.queue.busy)
+    waiting, waiting_result = in_background(post, server, short_speech)
+    poll(lambda: queued_engine.queue.waiting == 1)
+
+    refused = post(server, short_speech)
+    assert queued_engine.queue.busy(), "the 429 must come while the model is still busy, not after a wait"
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    error = refused.json()["error"]
+    assert error["code"] == "429" and "retry after" in error["message"].lower()
+
+    running.join(timeout=300)
+    waiting.join(timeout=300)
+    assert running_result[0].status_code == 200
+    assert waiting_result[0].status_code == 200
+    assert character_error_rate(JAPANESE_SENTENCES[0], waiting_result[0].json()["text"]) <= 0.35
+
+
+def test_client_that_hangs_up_while_queued_gives_its_place_back(server, queued_engine, long_speech, short_speech):
+    running, running_result = in_background(post, server, long_speech)
+    poll(queued_engine.queue.busy)
+
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n" + short_speech
+            + b"\r\n--b--\r\n")
+    host, port = server.removeprefix("http://").split(":")
+    impatient = socket.create_connection((host, int(port)))
+    impatient.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\napi-key: {API_KEY}\r\nContent-Type: multipart/form-data;"
+                      f" boundary=b\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    poll(lambda: queued_engine.queue.waiting == 1)
+    impatient.close()
+
+    poll(lambda: queued_engine.queue.waiting == 0)
+    assert queued_engine.queue.busy(), "the place was given back while the first job still ran"
+    admitted, admitted_result = in_background(post, server, short_speech)
+    running.join(timeout=300)
+    admitted.join(timeout=300)
+    assert running_result[0].status_code == 200
+    assert admitted_result[0].status_code == 200
