@@ -114,3 +114,20 @@ def test_port_in_use_exits_non_zero_with_one_line(tmp_path, model_dir):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "whisper-api:" in result.stderr and ("in use" in result.stderr or "Errno" in result.stderr)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_unavailable_device_exits_non_zero_with_one_line(tmp_path, model_dir):
+    config = write_config(tmp_path, str(model_dir), free_port()).read_text().replace("device = cpu", "device = cuda")
+    (tmp_path / "cuda.ini").write_text(config)
+    result = run_cli("--config", str(tmp_path / "cuda.ini"))
+    assert result.returncode == 1
+    assert "DeviceUnavailable" in result.stderr and "CUDA" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    config = write_config(tmp_path, str(tmp_path / "no-such-model"), free_port())
+    result = run_cli("--config", str(config), "--debug")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr

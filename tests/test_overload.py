@@ -102,3 +102,18 @@ def test_client_that_hangs_up_while_queued_gives_its_place_back(server, queued_e
     admitted.join(timeout=300)
     assert running_result[0].status_code == 200
     assert admitted_result[0].status_code == 200
+
+
+def test_idle_slow_client_is_disconnected_after_the_channel_timeout(model_settings, engine):
+    app = create_app(make_settings(model_settings, channel_timeout_seconds=2), engine=engine)
+    with serve_in_thread(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as slow:
+            slow.sendall(b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n")  # and then nothing more
+            started = time.monotonic()
+            try:
+                closed = slow.recv(1024) == b""
+            except ConnectionResetError:
+                closed = True
+            assert closed
+            assert time.monotonic() - started < 25, "the server held the idle connection open"

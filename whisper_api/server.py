@@ -50,6 +50,9 @@ def create_server(app: Flask, settings: ServerSettings, host: str | None = None,
         # body) before buffering them; Flask's MAX_CONTENT_LENGTH checks again at the form.
         max_request_body_size=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
         channel_timeout=settings.channel_timeout_seconds,
+        # how often Waitress looks for idle channels to close; its default (30 s) would let a
+        # short channel_timeout run long
+        cleanup_interval=max(1, min(30, settings.channel_timeout_seconds // 2)),
         connection_limit=settings.connection_limit,
         # lets Waitress notice a client that hangs up while its request waits for the model
         channel_request_lookahead=1,
