@@ -14,6 +14,7 @@ from .audio import SAMPLE_RATE
 from .config import ModelSettings
 from .decoding import DecodingOptions, SequentialDecoder
 from .devices import DeviceChoice, choose_device, release_memory
+from .languages import UnsupportedLanguage
 from .model_queue import ModelQueue
 from .transcript import Transcript, TranscriptionJob
 
@@ -24,10 +25,6 @@ TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 class ModelLoadError(RuntimeError):
     """The model could not be loaded (missing, not a Whisper checkpoint, no memory)."""
-
-
-class UnsupportedLanguage(ValueError):
-    """The loaded model has no token for this language."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.datastructures import FileStorage, MultiDict
@@ -12,11 +12,13 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from . import access_log, formats
 from .audio import SUPPORTED_FORMATS, AudioDecodeError, decode
 from .config import RESPONSE_FORMATS, DeploymentSettings, Settings
-from .engine import Engine, UnsupportedLanguage
 from .errors import ApiError, deployment_not_found, invalid_field, too_many_requests, unauthorized
+from .languages import UnsupportedLanguage, normalize_language
 from .model_queue import Cancelled, QueueFull
-from .languages import normalize_language
 from .transcript import Transcript, TranscriptionJob
+
+if TYPE_CHECKING:  # routes never import torch; the engine arrives through the app
+    from .engine import Engine
 
 blueprint = Blueprint("audio", __name__)
 
@@ -31,7 +33,7 @@ def settings() -> Settings:
     return current_app.extensions["whisper_api.settings"]
 
 
-def engine() -> Engine:
+def engine() -> "Engine":
     return current_app.extensions["whisper_api.engine"]
 
 
