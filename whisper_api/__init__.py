@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import logging
-
-from flask import Flask
+from typing import TYPE_CHECKING
 
 from .config import Settings, config_path_from_environment, load_settings
+
+if TYPE_CHECKING:  # the package imports no web framework until an app is built
+    from flask import Flask
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, engine=None) -> Flask:
+def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     """Build the app: settings (from the INI unless given), the one engine, routes, error handlers.
 
     `engine` lets tests share one loaded model between apps; a server loads its own here, once.
     """
+    from flask import Flask
+
     from . import access_log
     from .engine import Engine
     from .errors import register_error_handlers
