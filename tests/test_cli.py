@@ -131,3 +131,15 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     result = run_cli("--config", str(config), "--debug")
     assert result.returncode == 1
     assert "Traceback" in result.stderr
+
+
+def test_wsgi_module_builds_the_app_from_the_environment_config(tmp_path, model_dir):
+    config = write_config(tmp_path, str(model_dir), free_port(), extra="warmup = false\n")
+    code = ("import wsgi; client = wsgi.app.test_client(); body = client.get('/health').get_json();"
+            "print(body['status'], body['device'], body['deployments'])")
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "WHISPER_API_CONFIG": str(config)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok cpu ['whisper']"
