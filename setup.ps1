@@ -203,7 +203,7 @@ $runtimeKey = "mode=$mode;" + (Get-TextHash ([System.IO.File]::ReadAllText($Runt
 if ((Read-Stamp $RuntimeStamp) -eq $runtimeKey) {
     Write-Host "Runtime packages ($mode) are up to date."
 } else {
-    Write-Step "Installing the runtime packages ($mode; the first time downloads about 1 GB) ..."
+    Write-Step "Installing the runtime packages ($mode; the first time downloads about 500 MB) ..."
     Invoke-Pip @("install", "--upgrade", "pip") "pip"
     if ($Cpu) {
         $installed = Invoke-Quietly $VenvPython @("-m", "pip", "show", "torch-directml")
