@@ -1,0 +1,166 @@
+"""The set-up scripts, READMEs, CI workflow and .ci/run agree; the Python the scripts embed works.
+
+PowerShell is not available everywhere the tests run, so the .ps1 files are checked statically
+here and run for real by the windows-latest CI job.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+README = REPOSITORY / "README.md"
+README_JA = REPOSITORY / "README.ja.md"
+SETUP = REPOSITORY / "setup.ps1"
+RUN = REPOSITORY / "run.ps1"
+WORKFLOW = REPOSITORY / ".github" / "workflows" / "tests.yml"
+LINUX_TEST_COMMAND = (
+    "python3 -m venv .venv && .venv/bin/pip install -q -r requirements-dev.txt && .venv/bin/python -m pytest -q"
+)
+WINDOWS_TEST_COMMAND = r"powershell -ExecutionPolicy Bypass -File .\setup.ps1 -Test -Cpu"
+
+
+def text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def code_lines(markdown: str) -> list[str]:
+    """Lines inside fenced code blocks, without comment lines (those are translated)."""
+    lines = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", markdown, re.S):
+        lines += [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return lines
+
+
+def powershell_string(script: Path, variable: str) -> str:
+    """The value of `$variable = "..."` (one line) in a .ps1 file."""
+    match = re.search(rf'^\${variable} = "(.*)"$', text(script), re.M)
+    assert match, f"${variable} not found in {script.name}"
+    return match.group(1)
+
+
+def powershell_here_string(script: Path, variable: str) -> str:
+    match = re.search(rf"^\${variable} = @'\n(.*?)\n'@$", text(script), re.M | re.S)
+    assert match, f"${variable} here-string not found in {script.name}"
+    return match.group(1)
+
+
+def test_readme_linux_test_command_is_what_ci_and_the_workflow_run():
+    assert LINUX_TEST_COMMAND in text(README)
+    assert LINUX_TEST_COMMAND in text(REPOSITORY / ".ci" / "run").splitlines()
+    assert f"run: {LINUX_TEST_COMMAND}" in text(WORKFLOW)
+
+
+def test_readme_windows_test_command_is_what_the_workflow_runs():
+    assert WINDOWS_TEST_COMMAND in text(README)
+    assert f"run: {WINDOWS_TEST_COMMAND}" in text(WORKFLOW)
+    assert "runs-on: windows-latest" in text(WORKFLOW) and "runs-on: ubuntu-latest" in text(WORKFLOW)
+    assert text(WORKFLOW).count('python-version: "3.12"') == 2
+
+
+def test_readme_quick_start_keeps_both_windows_commands():
+    for command in (r"powershell -ExecutionPolicy Bypass -File .\setup.ps1 -Run",
+                    r"powershell -ExecutionPolicy Bypass -File .\setup.ps1 -Test"):
+        assert command in text(README) and command in text(README_JA)
+
+
+def test_japanese_readme_has_the_same_commands_and_sections():
+    english, japanese = text(README), text(README_JA)
+    assert code_lines(japanese) == code_lines(english)
+    assert len(re.findall(r"^## ", japanese, re.M)) == len(re.findall(r"^## ", english, re.M))
+    assert len(re.findall(r"^\|", japanese, re.M)) == len(re.findall(r"^\|", english, re.M))  # table rows
+
+
+@pytest.mark.parametrize("readme", [README, README_JA], ids=["en", "ja"])
+def test_every_ini_key_is_in_the_configuration_reference(readme):
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(REPOSITORY / "conf" / "whisper_api.ini", encoding="utf-8")
+    rows = re.findall(r"^\| *([\w:]+) *\| *([^|]+?) *\|", text(readme), re.M)
+    documented = {(section.split(":")[0], key) for section, keys in rows for key in re.split(r"[,、] *", keys)}
+    for section in parser.sections():
+        for key in parser.options(section):
+            assert (section.split(":")[0], key) in documented, f"[{section}] {key} is missing from {readme.name}"
+
+
+@pytest.mark.parametrize("script", [SETUP, RUN], ids=lambda path: path.name)
+def test_scripts_are_ascii_for_windows_powershell(script):
+    """Windows PowerShell 5.1 reads a .ps1 without a BOM in the ANSI code page."""
+    script.read_bytes().decode("ascii")
+
+
+@pytest.mark.parametrize(
+    ("script", "switches"),
+    [(SETUP, ("Run", "Test", "Cpu", "Model", "Config")), (RUN, ("Config", "Log", "Stop"))],
+    ids=["setup.ps1", "run.ps1"],
+)
+def test_script_parameters_are_documented(script, switches):
+    parameters = re.search(r"param\((.*?)\n\)", text(script), re.S).group(1)
+    for switch in switches:
+        assert re.search(rf"\${switch}\b", parameters), f"{script.name} has no -{switch}"
+        assert f".PARAMETER {switch}" in text(script)
+        assert f"-{switch}" in text(README) and f"-{switch}" in text(README_JA)
+
+
+def test_scripts_build_every_path_from_their_own_folder():
+    for script in (SETUP, RUN):
+        assert "$ProjectDir = $PSScriptRoot" in text(script)
+        assert "Set-Location" not in text(script)
+
+
+def test_embedded_programs_are_literal_in_powershell():
+    """`$` or a backtick inside a double-quoted PowerShell string would be expanded."""
+    for script, variable in ((SETUP, "ProbeProgram"), (RUN, "PortProgram")):
+        program = powershell_string(script, variable)
+        assert "$" not in program and "`" not in program and '"' not in program
+
+
+def test_python_probe_prints_version_bits_and_path():
+    program = powershell_string(SETUP, "ProbeProgram")
+    output = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout
+    version, bits, path = output.strip().split(" ", 2)
+    assert version == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert bits == "64" and Path(path) == Path(sys.executable)
+
+
+def test_port_program_reads_the_port_of_the_ini(tmp_path):
+    program = powershell_string(RUN, "PortProgram")
+    config = tmp_path / "設定 テスト.ini"
+    config.write_text("[server]\nport = 8123\n[model]\nname = x\n[deployment:whisper]\n", encoding="utf-8")
+    for path, port in ((config, "8123"), (REPOSITORY / "conf" / "whisper_api.ini", "8000")):
+        completed = subprocess.run([sys.executable, "-c", program, str(path)], cwd=REPOSITORY,
+                                   capture_output=True, text=True, check=True)
+        assert completed.stdout.strip() == port
+
+
+def run_download(tmp_path: Path, model: str) -> subprocess.CompletedProcess:
+    program = powershell_here_string(SETUP, "DownloadProgram")
+    environment = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-", model], input=program, capture_output=True, text=True,
+                          env=environment, timeout=120)
+
+
+def test_model_download_says_nothing_to_do_when_the_model_is_cached(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repository = tmp_path / "hub" / "models--example--whisper-tiny"
+    snapshot = repository / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repository / "refs").mkdir()
+    (repository / "refs" / "main").write_text(commit)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        (snapshot / name).write_text("{}")
+    completed = run_download(tmp_path, "example/whisper-tiny")
+    assert completed.returncode == 0, completed.stderr
+    assert "is already in the Hugging Face cache: nothing to download" in completed.stdout
+
+
+def test_model_download_fails_when_the_model_cannot_be_fetched(tmp_path):
+    completed = run_download(tmp_path, "example/not-cached")
+    assert completed.returncode != 0
+    assert "Downloading example/not-cached" in completed.stdout
