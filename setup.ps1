@@ -119,15 +119,18 @@ function Find-Python {
     # The py launcher first (python.org installs), then python on PATH; 64-bit 3.12 or 3.11.
     $seen = @()
     if (Get-Command py -ErrorAction SilentlyContinue) {
+        # Ask only for versions the launcher lists: asking for a missing one may offer to install it.
+        $listed = @()
+        foreach ($line in (Invoke-Quietly "py" @("--list")).Output) {
+            if ([string]$line -match "(\d+\.\d+)") { $listed += $Matches[1] }
+        }
         foreach ($version in $SupportedVersions) {
+            if ($listed -notcontains $version) { continue }
             $info = Get-PythonInfo "py" @("-$version")
             if ($info -and $info.Bits -eq "64") { return $info }
             if ($info) { $seen += "$($info.Version) ($($info.Bits)-bit)" }
         }
-        $listing = Invoke-Quietly "py" @("--list")
-        foreach ($line in $listing.Output) {
-            if ([string]$line -match "(\d+\.\d+)") { $seen += $Matches[1] }
-        }
+        $seen += $listed
     }
     if (Get-Command python -ErrorAction SilentlyContinue) {
         $info = Get-PythonInfo "python" @()
@@ -253,7 +256,7 @@ if ($Model) {
 if ($changed) {
     Write-Done "Set-up done: $VenvDir"
 } else {
-    Write-Done "Nothing to do: .venv is already set up; nothing was changed."
+    Write-Done "Nothing to do: .venv is already set up and up to date; nothing was changed."
 }
 
 # ------------------------------------------------------------------------------ test / run

@@ -183,10 +183,11 @@ def test_windows_adapters_are_read_from_dxgi():
 
 
 def test_adapters_are_matched_to_windows_memory_by_name():
-    """DXGI's figures (dedicated and shared memory) go to the DirectML adapter of the same name."""
+    """DXGI's figures (dedicated and shared memory) go to the DirectML adapter of the same name,
+    compared without trademark signs."""
     windows_adapters = [
         doctor.WindowsAdapter("Microsoft Basic Render Driver", 0, 8 * 1024**3, software=True),
-        doctor.WindowsAdapter(RADEON, 512 * 1024**2, 15 * 1024**3, software=False),
+        doctor.WindowsAdapter("AMD Radeon(TM) 780M Graphics", 512 * 1024**2, 15 * 1024**3, software=False),
     ]
     adapters = doctor.list_directml_adapters(make_standin(adapters=(RADEON,)), windows_adapters)
     assert [adapter.describe_memory() for adapter in adapters] == ["512 MB dedicated, 15.0 GB shared, 2.0 GB in use"]

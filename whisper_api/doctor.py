@@ -157,7 +157,7 @@ class Adapter:
         if self.in_use_bytes is not None:
             parts.append(f"{format_bytes(self.in_use_bytes)} in use")
         if self.dedicated_bytes is None and self.shared_bytes is None:
-            parts.append("total unknown (Windows reports it; not on this OS)")
+            parts.append("total not reported" + ("" if sys.platform == "win32" else " (only Windows reports it)"))
         return ", ".join(parts)
 
 
@@ -250,6 +250,11 @@ def gpu_memory_in_use(directml: Any, index: int) -> int | None:
         return None
 
 
+def _adapter_key(name: str) -> str:
+    """Adapter names compared without case, spaces and trademark signs."""
+    return re.sub(r"\((?:tm|r)\)|[\s\u2122\u00ae]", "", name.casefold())
+
+
 def list_directml_adapters(directml: Any, windows_adapters: Sequence[WindowsAdapter]) -> list[Adapter]:
     """torch_directml's adapters, each matched by name to DXGI's entry for its memory sizes."""
     unmatched = [adapter for adapter in windows_adapters if not adapter.software] + [
@@ -258,7 +263,7 @@ def list_directml_adapters(directml: Any, windows_adapters: Sequence[WindowsAdap
     adapters = []
     for index in range(int(directml.device_count())):
         name = str(directml.device_name(index))
-        match = next((adapter for adapter in unmatched if adapter.name == name.strip()), None)
+        match = next((adapter for adapter in unmatched if _adapter_key(adapter.name) == _adapter_key(name)), None)
         if match is not None:
             unmatched.remove(match)
         adapters.append(Adapter(
@@ -282,6 +287,7 @@ def report_adapters(report: Report) -> None:
     except Exception as error:
         report.item("torch-directml", f"failed to import: {type(error).__name__}: {error}")
         directml = None
+    adapters: list[Adapter] = []
     if directml is not None:
         try:
             adapters = list_directml_adapters(directml, windows_adapters)
@@ -295,7 +301,8 @@ def report_adapters(report: Report) -> None:
         if any(adapter.shared_bytes and (adapter.dedicated_bytes or 0) < 2 * 1024**3 for adapter in adapters):
             report.write("  An integrated GPU such as the Radeon 780M keeps the model in shared system memory:")
             report.write("  the shared figure, not the dedicated one, bounds the model size.")
-    if windows_adapters and directml is None:
+    unmatched = directml is None or not adapters or any(adapter.shared_bytes is None for adapter in adapters)
+    if windows_adapters and unmatched:  # the memory figures Windows has, when DirectML's names do not match
         for adapter in windows_adapters:
             kind = " (software)" if adapter.software else ""
             report.item("Windows adapter", f"{adapter.name}{kind}: {format_bytes(adapter.dedicated_bytes)} dedicated, "
