@@ -17,6 +17,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .audio import SAMPLE_RATE
 from .alignment import group_words
+from .repetition import trim_repetition
 from .transcript import Segment, TranscriptionJob
 
 HOP_LENGTH = 160
@@ -170,7 +171,8 @@ class SequentialDecoder:
             if self.is_silence(no_speech_prob, result) or not (too_repetitive or too_unsure):
                 break  # silence needs no retry: the window is skipped anyway
         assert result is not None
-        return result
+        # every temperature looped: keep the text once rather than the loop
+        return replace(result, tokens=trim_repetition(result.tokens, self.end_of_text))
 
     def generate(
         self, encoded: torch.Tensor, language: str, task: str, context: list[int], temperature: float,

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE
+from .chunked import ChunkedDecoder, ChunkedOptions
 from .config import ModelSettings
 from .decoding import DecodingOptions, SequentialDecoder
 from .devices import DeviceChoice, choose_device, release_memory
@@ -36,6 +37,19 @@ class EngineInfo:
     dtype: str
     attention: str
     load_seconds: float
+    strategy: str = "sequential"
+
+
+def resolve_strategy(requested: str, device_kind: str) -> str:
+    """`auto` is chunked on a GPU and sequential on the CPU (docs/long-audio.md says why).
+
+    A GPU decodes a batch of windows in about the time of one, so batching pays; a CPU's cores
+    are already busy with one window, so it gains little and would lose the sequential
+    algorithm's conditioning on the previous text.
+    """
+    if requested != "auto":
+        return requested
+    return "sequential" if device_kind == "cpu" else "chunked"
 
 
 class Engine:
@@ -57,6 +71,10 @@ class Engine:
             self.dtype,
             DecodingOptions(beam_size=settings.beam_size),
         )
+        self.strategy = resolve_strategy(settings.strategy, device.kind)
+        self.long_form: SequentialDecoder | ChunkedDecoder = self.decoder
+        if self.strategy == "chunked":
+            self.long_form = ChunkedDecoder(self.decoder, ChunkedOptions(batch_size=settings.batch_size))
         self.info = EngineInfo(
             model=settings.name,
             device=device.kind,
@@ -65,6 +83,7 @@ class Engine:
             dtype=settings.dtype,
             attention=settings.attention,
             load_seconds=round(load_seconds, 2),
+            strategy=self.strategy,
         )
 
     @classmethod
@@ -100,7 +119,7 @@ class Engine:
         with self.queue.turn(cancelled):
             try:
                 with torch.inference_mode():
-                    language, segments = self.decoder.transcribe(job)
+                    language, segments = self.long_form.transcribe(job)
             except BaseException:
                 release_memory(self.device)
                 raise
