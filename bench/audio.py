@@ -1,0 +1,92 @@
+"""Benchmark audio, made offline: Japanese sentences from pyopenjtalk, plus JFK's inaugural clip
+from ../shared/audio when it is there (the benchmark runs without it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tests.support.speech import SAMPLE_RATE, concatenate, japanese_speech
+
+# Twenty-four different sentences: a 30 s window holds about eight, so no window repeats
+# itself and trips the compression-ratio fallback, as real speech would not.
+SENTENCES = (
+    "今日はいい天気ですね。",
+    "東京駅までの行き方を教えてください。",
+    "駅の近くに新しい本屋ができました。",
+    "週末は家族と公園に行きました。",
+    "明日の会議は午後から始まります。",
+    "この資料を来週までに確認してください。",
+    "私は毎朝コーヒーを飲みます。",
+    "電車が遅れて会社に遅刻しました。",
+    "昨日の夜は雨がたくさん降りました。",
+    "新しいプロジェクトの予算について話し合いましょう。",
+    "子供たちは夏休みを楽しみにしています。",
+    "駅前のレストランで昼ご飯を食べました。",
+    "来月から新しい部署で働くことになりました。",
+    "会議室の予約は私がしておきます。",
+    "この問題についてもう少し考えてみます。",
+    "お客様からの問い合わせが増えています。",
+    "売り上げは前年と比べて少し伸びました。",
+    "次の打ち合わせは木曜日の十時にしましょう。",
+    "報告書は金曜日までに提出してください。",
+    "新しいシステムの使い方を説明します。",
+    "皆さん、今日は集まってくださってありがとうございます。",
+    "質問があれば、いつでも聞いてください。",
+    "この計画には大きな課題が三つあります。",
+    "最後に、来週の予定を確認しましょう。",
+)
+JFK = Path(__file__).resolve().parents[2] / "shared" / "audio" / "en_jfk.wav"
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+def short_clip() -> tuple[np.ndarray, str]:
+    """About 10 s of Japanese: three sentences. Returns samples and the reference text."""
+    sentences = SENTENCES[:3]
+    samples, _ = concatenate(*[japanese_speech(text) for text in sentences], gap_seconds=0.5)
+    return samples, "".join(sentences)
+
+
+def long_clip(minutes: float) -> tuple[np.ndarray, str, bool]:
+    """At least `minutes` of speech: the sentences in turn with pauses of 0.4 to 1.6 s, and JFK's
+    11 s clip every two minutes or so when it is there. Returns samples, the reference text and
+    whether JFK is in."""
+    generator = np.random.default_rng(0)
+    jfk = read_jfk()
+    pieces: list[np.ndarray] = []
+    reference: list[str] = []
+    total = 0
+    since_jfk = 0
+    index = 0
+    while total < minutes * 60 * SAMPLE_RATE:
+        if jfk is not None and since_jfk >= 120 * SAMPLE_RATE:
+            piece, since_jfk = jfk, 0
+            reference.append(JFK_TEXT)
+        else:
+            piece = japanese_speech(SENTENCES[index % len(SENTENCES)])
+            reference.append(SENTENCES[index % len(SENTENCES)])
+            index += 1
+        pause = np.zeros(round(generator.uniform(0.4, 1.6) * SAMPLE_RATE), dtype=np.float32)
+        pieces += [piece, pause]
+        total += len(piece) + len(pause)
+        since_jfk += len(piece) + len(pause)
+    return np.concatenate(pieces), "".join(reference), jfk is not None
+
+
+def read_jfk() -> np.ndarray | None:
+    if not JFK.exists():
+        return None
+    from whisper_api.audio import decode
+
+    return decode(JFK.read_bytes()).samples
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    import io
+
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()

@@ -1,0 +1,229 @@
+"""GPU speed: our chunked strategy against the plain transformers pipeline, same GPU, same audio.
+
+Speed only: the models are the real Whisper architectures (base, large-v3-turbo) with random
+weights, so nothing has to be downloaded or carried, and both sides are made to generate the
+same number of tokens per window (`min_new_tokens = max_new_tokens`), since a random model
+would otherwise stop at any length. The peer is the pipeline as users script it:
+`chunk_length_s=30`, `batch_size`, float16, sdpa. Counts of decoder rows (one per token and
+window) are printed for both sides, so that equal work can be checked rather than assumed.
+
+    python -m bench.gpu_compare --config-dir DIR [--minutes 10] [--batch-size 16] [--tokens 128]
+
+DIR holds a Whisper checkpoint's config, tokenizer and preprocessor files (no weights needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from whisper_api.chunked import ChunkedDecoder, ChunkedOptions
+from whisper_api.config import ModelSettings
+from whisper_api.devices import DeviceChoice
+from whisper_api.engine import TORCH_DTYPES, Engine
+from whisper_api.transcript import TranscriptionJob
+
+SAMPLE_RATE = 16000
+# large-v3-turbo's dimensions (openai/whisper-large-v3-turbo config.json). The vocabulary stays
+# base's 51865 (turbo has 51866) so that both sides share base's tokenizer: one row of 51865.
+TURBO_DIMENSIONS = dict(
+    d_model=1280, encoder_layers=32, decoder_layers=4, encoder_attention_heads=20, decoder_attention_heads=20,
+    encoder_ffn_dim=5120, decoder_ffn_dim=5120, num_mel_bins=128,
+)
+
+
+@dataclass
+class Measurement:
+    name: str
+    seconds: list[float] = field(default_factory=list)
+    decoder_rows: int = 0
+    peak_gib: float = 0.0
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+class DecoderRowCounter:
+    """Counts decoder rows of single-token steps (one per token generated per window), the
+    work that forcing the token count makes equal."""
+
+    def __init__(self, decoder: torch.nn.Module) -> None:
+        self.rows = 0
+        decoder.register_forward_hook(self.count)
+
+    def count(self, module, arguments, output) -> None:
+        hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        if hidden.shape[1] == 1:  # one new token per row; prompts and our scoring pass are not counted
+            self.rows += hidden.shape[0]
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (smoke test)"
+
+
+def synthetic_audio(minutes: float, seed: int = 0) -> np.ndarray:
+    """Tones and noise at about -20 dBFS: loud enough that no window is skipped as silence."""
+    generator = np.random.default_rng(seed)
+    seconds = np.arange(round(minutes * 60 * SAMPLE_RATE)) / SAMPLE_RATE
+    pitch = 200 + 150 * np.sin(2 * np.pi * seconds / 7.0)
+    samples = 0.07 * np.sin(2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE) + 0.03 * generator.standard_normal(len(seconds))
+    return samples.astype(np.float32)
+
+
+def build_pipeline(size: str, config_dir: Path, device: torch.device, dtype: torch.dtype):
+    from transformers import (
+        GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+        WhisperTokenizerFast, pipeline,
+    )
+
+    config = WhisperConfig.from_pretrained(config_dir)
+    if size == "large-v3-turbo":
+        for key, value in TURBO_DIMENSIONS.items():
+            setattr(config, key, value)
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration._from_config(config, attn_implementation="sdpa", dtype=dtype)
+    model.generation_config = GenerationConfig.from_pretrained(config_dir)
+    model.to(device).eval()
+    feature_extractor = WhisperFeatureExtractor.from_pretrained(config_dir, feature_size=config.num_mel_bins)
+    tokenizer = WhisperTokenizerFast.from_pretrained(config_dir)
+    return pipeline(
+        "automatic-speech-recognition", model=model, tokenizer=tokenizer, feature_extractor=feature_extractor,
+        device=device, dtype=dtype,
+    )
+
+
+def timed(measurement: Measurement, counter: DecoderRowCounter, run, repeats: int):
+    """One untimed warm-up, then `repeats` timed runs; returns the last result."""
+    on_gpu = torch.cuda.is_available()
+    result = run()
+    if on_gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(repeats):
+        counter.rows = 0
+        started = time.perf_counter()
+        result = run()
+        if on_gpu:
+            torch.cuda.synchronize()
+        measurement.seconds.append(time.perf_counter() - started)
+        measurement.decoder_rows = counter.rows
+    measurement.peak_gib = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0
+    return result
+
+
+def compare(size: str, arguments: argparse.Namespace, audio: np.ndarray) -> list[Measurement]:
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    dtype = "float16" if device.type == "cuda" else "float32"  # the CPU run is a smoke test only
+    asr = build_pipeline(size, arguments.config_dir, device, TORCH_DTYPES[dtype])
+    counter = DecoderRowCounter(asr.model.model.decoder)
+    duration = len(audio) / SAMPLE_RATE
+    settings = ModelSettings(
+        name=f"random-{size}", device=device.type, dtype=dtype, attention="sdpa", strategy="chunked",
+        batch_size=arguments.batch_size, beam_size=arguments.beam_size, warmup=False,
+    )
+    choice = DeviceChoice(device.type, device, device_name(), "the benchmark's device")
+    engine = Engine(settings, choice, asr, 0.0)
+    tokens = arguments.tokens
+    forced = dict(min_new_tokens=tokens, max_new_tokens=tokens)
+    results: list[Measurement] = []
+
+    for overlap in (5.0, 10.0):
+        # a random model is never sure of itself: fallback would re-decode every window
+        engine.long_form = ChunkedDecoder(
+            engine.decoder, ChunkedOptions(arguments.batch_size, overlap, temperature_fallback=False, forced_new_tokens=tokens)
+        )
+        measurement = Measurement(f"ours, chunked, overlap {overlap:g} s")
+        transcript = timed(
+            measurement, counter, lambda: engine.transcribe(TranscriptionJob(samples=audio, language="ja")),
+            arguments.repeats,
+        )
+        segments = transcript.segments
+        ordered = all(a.end <= b.start for a, b in zip(segments, segments[1:]))
+        inside = all(0 <= s.start <= s.end <= duration for s in segments)
+        measurement.note = f"{len(segments)} segments, in order: {ordered}, inside the audio: {inside}"
+        results.append(measurement)
+
+    for unique in (False, True):
+        # the pipeline's own default is 5 beams when the checkpoint's generation config names
+        # none (openai's do not); both sides get the same beam size
+        generate_arguments = dict(language="ja", task="transcribe", num_beams=arguments.beam_size, **forced)
+        name = "pipeline, chunk_length_s=30"
+        if unique:
+            # without it, 4.57's generate re-decodes each chunk from its last timestamp on
+            generate_arguments["force_unique_generate_call"] = True
+            name += ", one generate pass per chunk"
+        measurement = Measurement(name)
+        output = timed(
+            measurement, counter,
+            lambda: asr(
+                {"raw": audio, "sampling_rate": SAMPLE_RATE}, chunk_length_s=30, batch_size=arguments.batch_size,
+                return_timestamps=True, generate_kwargs=generate_arguments,
+            ),
+            arguments.repeats,
+        )
+        measurement.note = f"{len(output.get('chunks', []))} chunks"
+        results.append(measurement)
+    del engine, asr
+    torch.cuda.empty_cache()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-dir", type=Path, required=True)
+    parser.add_argument("--sizes", default="base,large-v3-turbo")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=128, help="tokens generated per window, both sides")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--beam-size", type=int, default=1)
+    parser.add_argument("--output", type=Path, default=Path("bench/results/gpu.md"))
+    arguments = parser.parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    audio = synthetic_audio(arguments.minutes)
+    lines = [
+        f"GPU: {device_name()}; torch {torch.__version__}; CUDA {torch.version.cuda}; "
+        f"transformers {__import__('transformers').__version__}; Python {platform.python_version()}",
+        f"audio: {arguments.minutes:g} min synthetic; float16, sdpa, batch_size {arguments.batch_size}, "
+        f"beam size {arguments.beam_size}, {arguments.tokens} tokens forced per window; median of {arguments.repeats} after one warm-up",
+        "",
+        "| model size | side | median s | runs s | RTF | decoder rows | peak GPU GiB | ours/theirs speed | note |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    duration = arguments.minutes * 60
+    for size in arguments.sizes.split(","):
+        results = compare(size, arguments, audio)
+        peers = [result for result in results if result.name.startswith("pipeline")]
+        for result in results:
+            speed = ""
+            if result.name.startswith("ours"):
+                speed = " / ".join(f"{peer.median / result.median:.2f}" for peer in peers)
+            runs = ", ".join(f"{seconds:.2f}" for seconds in result.seconds)
+            lines.append(
+                f"| {size} | {result.name} | {result.median:.2f} | {runs} | {result.median / duration:.4f} | "
+                f"{result.decoder_rows} | {result.peak_gib:.2f} | {speed} | {result.note} |"
+            )
+        print("\n".join(lines[-len(results):]), flush=True)
+    lines.append("")
+    lines.append("ours/theirs speed: the pipeline's median time over ours, against each pipeline row in turn (>= 1: ours is not slower).")
+    table = "\n".join(lines)
+    print(table)
+    arguments.output.parent.mkdir(parents=True, exist_ok=True)
+    arguments.output.write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

