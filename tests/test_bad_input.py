@@ -69,6 +69,14 @@ def with_non_finite_samples() -> bytes:
     return wav(samples, subtype="FLOAT")
 
 
+def wav_claiming_rate(sample_rate: int) -> bytes:
+    """A valid 8-bit mono WAV whose header claims an absurd sample rate."""
+    data = bytearray(wav(speech(), subtype="PCM_U8"))
+    data[24:28] = sample_rate.to_bytes(4, "little")
+    data[28:32] = sample_rate.to_bytes(4, "little")  # byte rate = rate x 1 byte x 1 channel
+    return bytes(data)
+
+
 def clipped_noise() -> bytes:
     noise = np.random.default_rng(7).normal(0, 3, 16000 * 3)
     return wav(np.clip(noise, -1, 1).astype(np.float32))
@@ -118,6 +126,10 @@ CORPUS = [
     Case("clipped noise", 200, None, audio_file(clipped_noise)),
     Case("longer than the maximum", 400, "file",
          audio_file(lambda: encode(silence(MAX_AUDIO_SECONDS + 5.0), "flac"), "long.flac")),
+    Case("longer than the maximum, compressed", 400, "file",
+         audio_file(lambda: encode(silence(MAX_AUDIO_SECONDS * 3.0), "mp3"), "long.mp3")),
+    Case("wav header claiming 1 Hz", 400, "file", audio_file(lambda: wav_claiming_rate(1))),
+    Case("wav header claiming 4 GHz", 400, "file", audio_file(lambda: wav_claiming_rate(4_000_000_000))),
     Case("missing file field", 400, "file", None, data={"language": "ja"}),
     Case("two file fields", 400, "file", lambda: GOOD() + GOOD()),
     Case("non-multipart json body", 400, "file", body=lambda: b'{"file": "audio.wav"}',

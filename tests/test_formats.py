@@ -63,3 +63,15 @@ def test_empty_transcript_gives_valid_empty_subtitles():
     empty = Transcript("transcribe", "en", 1.0, "", [])
     assert to_srt(empty) == ""
     assert to_vtt(empty) == "WEBVTT\n\n"
+
+
+def test_vtt_cue_text_cannot_end_the_cue_or_open_a_tag():
+    tricky = Transcript("transcribe", "en", 2.0, "", [segment(0, 0.0, 2.0, "a --> b <i> & c\n\nd")])
+    captions = webvtt.from_buffer(io.StringIO(to_vtt(tricky)))
+    assert len(captions) == 1
+    assert captions[0].raw_text == "a -> b &lt;i> &amp; c d"
+
+
+def test_srt_cue_text_stays_on_one_line():
+    broken = Transcript("transcribe", "en", 2.0, "", [segment(0, 0.0, 2.0, "one\n\ntwo")])
+    assert [cue.content for cue in srt.parse(to_srt(broken))] == ["one two"]

@@ -304,10 +304,9 @@ def assert_still_healthy(url: str) -> None:
 
 # --- the tests --------------------------------------------------------------------------------
 
-# KNOWN SERVER BUG (left for the owner of whisper_api/): a 1 MB WAV whose header claims 1 Hz is
-# resampled to 16 kHz (16,000 times the samples: 64 GB of float32) before max_audio_seconds is
-# checked; soxr raises MemoryError outside decode()'s try and the server answers 500
-# internal_error. This example fails until the server refuses such audio with a 400.
+# Found by this fuzzer: a 1 MB WAV whose header claims 1 Hz was resampled to 16 kHz (16,000 times
+# the samples: 64 GB of float32) before max_audio_seconds was checked, and the server answered
+# 500. Kept as an explicit example so the fix (rates and length checked before resampling) stays.
 ONE_HERTZ_WAV = FuzzRequest(
     TRANSCRIPTION_PATHS[0],
     [Part(b"file", wav_header(1, 1, 8, 1, bytes(MAX_UPLOAD_MB * 2**20 - 4096)), filename=b"one-hertz.wav")],
@@ -411,11 +410,9 @@ def reads_back_as(caption_text: str, segment_text: str) -> bool:
     )
 
 
-# KNOWN SERVER BUG (left for the owner of whisper_api/): formats.to_vtt writes segment text as is,
-# so a segment reading "a --> b" ends its cue early (parsers read the line as a timing line and
-# the caption comes back empty). openai/whisper's WriteVTT replaces "-->" with "->". This example
-# fails until to_vtt does the same. (Related, not asserted: "<" and "&" are not escaped as
-# WebVTT asks, so players drop "<...>" as tags; raw_text is compared, escaped or not.)
+# Found by this fuzzer: a segment reading "a --> b" ended its cue early (parsers read the line as
+# a timing line). to_vtt now writes "->" as openai/whisper's writer does, and escapes "&" and "<"
+# as WebVTT asks; the example keeps that fixed.
 @FUZZ_SETTINGS
 @given(transcript=transcripts())
 @example(transcript=one_cue("a --> b"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
 from .languages import language_name
@@ -63,7 +64,7 @@ def to_srt(transcript: Transcript) -> str:
     for number, segment in enumerate(_cues(transcript), start=1):
         start = format_timestamp(segment.start, ",")
         end = format_timestamp(segment.end, ",")
-        blocks.append(f"{number}\n{start} --> {end}\n{segment.text.strip()}\n")
+        blocks.append(f"{number}\n{start} --> {end}\n{_one_line(segment.text)}\n")
     return "\n".join(blocks) + ("\n" if blocks else "")
 
 
@@ -72,8 +73,22 @@ def to_vtt(transcript: Transcript) -> str:
     for segment in _cues(transcript):
         start = format_timestamp(segment.start, ".")
         end = format_timestamp(segment.end, ".")
-        blocks.append(f"{start} --> {end}\n{segment.text.strip()}\n")
+        blocks.append(f"{start} --> {end}\n{_vtt_cue_text(segment.text)}\n")
     return "\n".join(blocks) + "\n"
+
+
+def _one_line(text: str) -> str:
+    """Cue text on one line: a blank line inside it would end the cue early."""
+    return re.sub(r"[ \t]*[\r\n]+[ \t]*", " ", text).strip()
+
+
+def _vtt_cue_text(text: str) -> str:
+    """WebVTT cue text: "&" and "<" escaped as the format requires, and "-->" (which would read as
+    a timing line) written "->" as openai/whisper's writer does."""
+    text = _one_line(text).replace("&", "&amp;").replace("<", "&lt;")
+    while "-->" in text:
+        text = text.replace("-->", "->")
+    return text
 
 
 def _cues(transcript: Transcript) -> list[Segment]:

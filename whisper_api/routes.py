@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.datastructures import FileStorage, MultiDict
 
 from . import access_log, formats
-from .audio import SUPPORTED_FORMATS, AudioDecodeError, decode
+from .audio import SUPPORTED_FORMATS, AudioDecodeError, AudioTooLong, decode
 from .config import RESPONSE_FORMATS, DeploymentSettings, Settings
 from .errors import ApiError, deployment_not_found, invalid_field, too_many_requests, unauthorized
 from .languages import UnsupportedLanguage, normalize_language
@@ -262,15 +262,14 @@ def build_job(
     temperature = read_temperature(form, deployment)
     prompt = read_prompt(form, deployment)
     try:
-        audio = decode(upload.read())
+        audio = decode(upload.read(), max_seconds=settings().model.max_audio_seconds)
+    except AudioTooLong as error:
+        raise invalid_field("file", str(error)) from None
     except AudioDecodeError as error:
         raise invalid_field(
             "file",
             f"Invalid file format: {error}. Supported formats: {', '.join(SUPPORTED_FORMATS)}.",
         ) from None
-    limit = settings().model.max_audio_seconds
-    if audio.duration > limit:
-        raise invalid_field("file", f"The audio is {audio.duration:.0f} s long; this server accepts at most {limit:.0f} s.")
     return TranscriptionJob(
         samples=audio.samples, task=task, language=language, prompt=prompt, temperature=temperature,
         word_timestamps=word_timestamps,
