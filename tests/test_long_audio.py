@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.speech import SAMPLE_RATE, character_error_rate, concatenate, japanese_speech
 from whisper_api.chunked import ChunkedDecoder, ChunkedOptions, plan_windows, repeated_head_length
-from whisper_api.decoding import FRAMES_PER_SECOND, WINDOW_FRAMES
+from whisper_api.decoding import FRAMES_PER_SECOND, WINDOW_FRAMES, WindowResult
 from whisper_api.engine import Engine, resolve_strategy
 from whisper_api.repetition import trim_repetition
 from whisper_api.transcript import Transcript, TranscriptionJob
@@ -227,3 +227,15 @@ def test_a_seam_drops_only_the_words_heard_twice():
     assert repeated_head_length(tail, [4, 5, 6, 7, 8]) == 3
     assert repeated_head_length(tail, [9, 4, 5, 6, 7]) == 4  # a cut-off word before the repeat goes too
     assert repeated_head_length(tail, [7, 8, 9]) == 0
+
+
+def test_text_sampled_where_the_model_hears_no_speech_counts_as_silence(engine):
+    """openai/whisper's rule needs a low log-probability too; a pause can still yield sampled text
+    that scores well ("このように、" x4 at temperature 0.2, no-speech 0.99, log-probability -0.97)."""
+    decoder = engine.decoder
+    sampled_after_greedy_failed = WindowResult([1, 2, 3], 0.2, -0.97, 2.0)
+    greedy = WindowResult([1, 2, 3], 0.0, -0.97, 2.0)
+    assert decoder.is_silence(0.99, sampled_after_greedy_failed, requested_temperature=0.0)
+    assert not decoder.is_silence(0.99, greedy, requested_temperature=0.0)
+    assert not decoder.is_silence(0.99, sampled_after_greedy_failed, requested_temperature=0.2)  # asked for
+    assert not decoder.is_silence(0.3, sampled_after_greedy_failed, requested_temperature=0.0)  # speech heard

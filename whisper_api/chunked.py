@@ -145,11 +145,11 @@ class ChunkedDecoder:
             results = self.decode_batch(encoded, language, job.task, prompt, job.temperature)
             for row, (window, result) in enumerate(zip(batch, results)):
                 no_speech_prob = float(probabilities[row, self.sequential.no_speech])
-                if self.needs_fallback(result, no_speech_prob):
+                if self.needs_fallback(result, no_speech_prob, job.temperature):
                     result = self.sequential.decode_window(
                         encoded[row : row + 1], language, job.task, prompt, job.temperature, no_speech_prob
                     )
-                if self.sequential.is_silence(no_speech_prob, result):
+                if self.sequential.is_silence(no_speech_prob, result, job.temperature):
                     continue  # silence: skip it rather than invent text
                 tokens = trim_repetition(result.tokens, self.end_of_text)
                 decoded.append(DecodedWindow(window, replace(result, tokens=tokens), no_speech_prob))
@@ -250,8 +250,10 @@ class ChunkedDecoder:
             results.append(WindowResult(tokens, temperature, avg_logprob, compression_ratio(text)))
         return results
 
-    def needs_fallback(self, result: WindowResult, no_speech_prob: float) -> bool:
-        if not self.options.temperature_fallback or self.sequential.is_silence(no_speech_prob, result):
+    def needs_fallback(self, result: WindowResult, no_speech_prob: float, requested_temperature: float) -> bool:
+        if not self.options.temperature_fallback or self.sequential.is_silence(
+            no_speech_prob, result, requested_temperature
+        ):
             return False
         options = self.sequential.options
         return result.compression_ratio > options.compression_ratio_threshold or result.avg_logprob < options.logprob_threshold

@@ -130,7 +130,7 @@ class SequentialDecoder:
             result = self.decode_window(
                 encoded, language, job.task, context, job.temperature, no_speech_prob, job.word_timestamps
             )
-            if self.is_silence(no_speech_prob, result):
+            if self.is_silence(no_speech_prob, result, job.temperature):
                 seek += window_frames  # silence: skip it rather than invent text
                 continue
             new_segments, consumed = self.split_segments(
@@ -150,11 +150,13 @@ class SequentialDecoder:
         rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
         return rms <= 10 ** (self.options.silence_rms_dbfs / 20)
 
-    def is_silence(self, no_speech_prob: float, result: WindowResult) -> bool:
-        return (
-            no_speech_prob > self.options.no_speech_threshold
-            and result.avg_logprob < self.options.logprob_threshold
-        )
+    def is_silence(self, no_speech_prob: float, result: WindowResult, requested_temperature: float) -> bool:
+        """openai/whisper's rule (the model hears no speech and is unsure of what it wrote), plus
+        one of ours: where it hears no speech and greedy decoding already failed the quality
+        checks, text sampled at a higher temperature is invented ("このように、" over a pause)."""
+        if no_speech_prob <= self.options.no_speech_threshold:
+            return False
+        return result.avg_logprob < self.options.logprob_threshold or result.temperature > requested_temperature
 
     def text_tokens(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -168,7 +170,7 @@ class SequentialDecoder:
             result = self.generate(encoded, language, task, context, current, word_timestamps)
             too_repetitive = result.compression_ratio > self.options.compression_ratio_threshold
             too_unsure = result.avg_logprob < self.options.logprob_threshold
-            if self.is_silence(no_speech_prob, result) or not (too_repetitive or too_unsure):
+            if self.is_silence(no_speech_prob, result, temperature) or not (too_repetitive or too_unsure):
                 break  # silence needs no retry: the window is skipped anyway
         assert result is not None
         # every temperature looped: keep the text once rather than the loop

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
+SAMPLING_SEED = 0
+
+
 class ModelLoadError(RuntimeError):
     """The model could not be loaded (missing, not a Whisper checkpoint, no memory)."""
 
@@ -117,6 +120,8 @@ class Engine:
         if job.language is not None and job.language not in self.supported_languages:
             raise UnsupportedLanguage(job.language)
         with self.queue.turn(cancelled):
+            # temperature fallback samples: the same request gets the same answer
+            torch.manual_seed(SAMPLING_SEED)
             try:
                 with torch.inference_mode():
                     language, segments = self.long_form.transcribe(job)
