@@ -117,3 +117,25 @@ def test_idle_slow_client_is_disconnected_after_the_channel_timeout(model_settin
                 closed = True
             assert closed
             assert time.monotonic() - started < 25, "the server held the idle connection open"
+
+
+@pytest.mark.parametrize(("threads", "max_queue", "warned"), [(4, 8, True), (5, 4, True), (6, 4, False), (8, 4, False)])
+def test_too_few_threads_for_the_queue_is_warned_at_start(caplog, threads, max_queue, warned):
+    """A request beyond the queue needs a free Waitress thread to be refused with 429; with too few
+    threads it would wait in Waitress' backlog instead, unseen by the queue."""
+    from flask import Flask
+
+    from whisper_api.config import ServerSettings
+    from whisper_api.server import create_server
+
+    with caplog.at_level("WARNING", logger="whisper_api.server"):
+        server = create_server(Flask("t"), ServerSettings(threads=threads, max_queue=max_queue), host="127.0.0.1", port=0)
+    server.close()
+    assert ("less than max_queue + 2" in caplog.text) is warned
+
+
+def test_the_shipped_defaults_leave_a_thread_to_refuse_with_429():
+    from whisper_api.config import DEFAULT_CONFIG_PATH, ServerSettings, load_settings
+
+    for server in (ServerSettings(), load_settings(DEFAULT_CONFIG_PATH).server):
+        assert server.threads >= server.max_queue + 2

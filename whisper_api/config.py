@@ -28,9 +28,9 @@ class ConfigError(Exception):
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
-    threads: int = 4
+    threads: int = 8
     max_upload_mb: float = 25.0
-    max_queue: int = 8
+    max_queue: int = 4
     channel_timeout_seconds: int = 120
     connection_limit: int = 100
     require_api_version: bool = True

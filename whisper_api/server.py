@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import waitress
 from flask import Flask
@@ -11,6 +12,8 @@ from waitress.task import ErrorTask
 
 from .config import ServerSettings
 from .errors import ApiError, upload_too_large
+
+log = logging.getLogger(__name__)
 
 # Room for the multipart framing and form fields around a file of exactly max_upload_mb.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -41,6 +44,14 @@ class EnvelopeChannel(HTTPChannel):
 
 def create_server(app: Flask, settings: ServerSettings, host: str | None = None, port: int | None = None):
     """A Waitress server for `app`; `host`/`port` override the settings (tests bind port 0)."""
+    if settings.threads < settings.max_queue + 2:
+        # one thread runs the model, max_queue wait for it; a request beyond them needs a free
+        # thread to be refused, else it waits unseen in Waitress' backlog and never gets its 429
+        log.warning(
+            "[server] threads = %d is less than max_queue + 2 = %d: requests beyond the queue will wait "
+            "instead of getting 429, and /health may not answer while the model is busy",
+            settings.threads, settings.max_queue + 2,
+        )
     server = waitress.create_server(
         app,
         host=settings.host if host is None else host,
