@@ -7,36 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.support.speech import SAMPLE_RATE, concatenate, japanese_speech
+from tests.support.speech import MEETING_SENTENCES, SAMPLE_RATE, concatenate, japanese_speech
 
-# Twenty-four different sentences: a 30 s window holds about eight, so no window repeats
-# itself and trips the compression-ratio fallback, as real speech would not.
-SENTENCES = (
-    "今日はいい天気ですね。",
-    "東京駅までの行き方を教えてください。",
-    "駅の近くに新しい本屋ができました。",
-    "週末は家族と公園に行きました。",
-    "明日の会議は午後から始まります。",
-    "この資料を来週までに確認してください。",
-    "私は毎朝コーヒーを飲みます。",
-    "電車が遅れて会社に遅刻しました。",
-    "昨日の夜は雨がたくさん降りました。",
-    "新しいプロジェクトの予算について話し合いましょう。",
-    "子供たちは夏休みを楽しみにしています。",
-    "駅前のレストランで昼ご飯を食べました。",
-    "来月から新しい部署で働くことになりました。",
-    "会議室の予約は私がしておきます。",
-    "この問題についてもう少し考えてみます。",
-    "お客様からの問い合わせが増えています。",
-    "売り上げは前年と比べて少し伸びました。",
-    "次の打ち合わせは木曜日の十時にしましょう。",
-    "報告書は金曜日までに提出してください。",
-    "新しいシステムの使い方を説明します。",
-    "皆さん、今日は集まってくださってありがとうございます。",
-    "質問があれば、いつでも聞いてください。",
-    "この計画には大きな課題が三つあります。",
-    "最後に、来週の予定を確認しましょう。",
-)
+SENTENCES = MEETING_SENTENCES
 JFK = Path(__file__).resolve().parents[2] / "shared" / "audio" / "en_jfk.wav"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 

@@ -10,7 +10,7 @@ import unicodedata
 import numpy as np
 import pytest
 
-from tests.support.speech import SAMPLE_RATE, character_error_rate, concatenate, japanese_speech
+from tests.support.speech import MEETING_SENTENCES, SAMPLE_RATE, character_error_rate, concatenate, japanese_speech
 from whisper_api.chunked import ChunkedDecoder, ChunkedOptions, plan_windows, repeated_head_length
 from whisper_api.decoding import FRAMES_PER_SECOND, WINDOW_FRAMES, WindowResult
 from whisper_api.engine import Engine, resolve_strategy
@@ -19,20 +19,7 @@ from whisper_api.transcript import Transcript, TranscriptionJob
 
 # Twelve different sentences, so that no 30 s window repeats itself (a repeating window trips the
 # compression-ratio fallback, which is right for a loop and wrong for a test clip).
-SENTENCES = (
-    "今日はいい天気ですね。",
-    "東京駅までの行き方を教えてください。",
-    "駅の近くに新しい本屋ができました。",
-    "週末は家族と公園に行きました。",
-    "明日の会議は午後から始まります。",
-    "この資料を来週までに確認してください。",
-    "私は毎朝コーヒーを飲みます。",
-    "電車が遅れて会社に遅刻しました。",
-    "昨日の夜は雨がたくさん降りました。",
-    "新しいプロジェクトの予算について話し合いましょう。",
-    "子供たちは夏休みを楽しみにしています。",
-    "駅前のレストランで昼ご飯を食べました。",
-)
+SENTENCES = MEETING_SENTENCES[:12]
 PAUSE_SECONDS = 35.0  # longer than a window: at least one window hears nothing but the noise floor
 NOISE_DBFS = -50.0  # above the -60 dBFS silence gate, so the model itself must find no speech
 # Measured with whisper base, greedy, on CPU: 0.08 (sequential) and 0.09 (chunked).

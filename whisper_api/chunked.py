@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from transformers.modeling_outputs import BaseModelOutput
 
 from .audio import SAMPLE_RATE
 from .decoding import (
@@ -200,25 +199,14 @@ class ChunkedDecoder:
     def decode_batch(
         self, encoded: torch.Tensor, language: str, task: str, prompt: list[int], temperature: float
     ) -> list[WindowResult]:
-        sampling = temperature > 0
-        arguments = dict(
-            encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
-            language=language,
-            task=task,
-            return_timestamps=True,
-            # one pass per window: without it, generate re-decodes the same encoder output from
-            # the last timestamp on, as if the window held more audio
-            force_unique_generate_call=True,
-            max_new_tokens=self.options.forced_new_tokens or MAX_NEW_TOKENS,
-            num_beams=1 if sampling else self.sequential.options.beam_size,
-            do_sample=sampling,
+        arguments = self.sequential.generate_arguments(
+            encoded, language, task, prompt, temperature, self.options.forced_new_tokens or MAX_NEW_TOKENS
         )
-        if sampling:
-            arguments["temperature"] = temperature
+        # one pass per window: without it, generate re-decodes the same encoder output from the
+        # last timestamp on, as if the window held more audio
+        arguments["force_unique_generate_call"] = True
         if self.options.forced_new_tokens:
             arguments["min_new_tokens"] = self.options.forced_new_tokens
-        if prompt:
-            arguments["prompt_ids"] = torch.tensor([self.sequential.start_of_previous, *prompt], device=self.device)
         sequences = self.model.generate(**arguments)
         if not isinstance(sequences, torch.Tensor):
             sequences = sequences["sequences"]

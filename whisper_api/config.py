@@ -12,7 +12,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "whisper
 CONFIG_ENV_VARIABLE = "WHISPER_API_CONFIG"
 
 DEVICES = ("auto", "directml", "cuda", "cpu")
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "bfloat16")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 STRATEGIES = ("auto", "sequential", "chunked")
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")

@@ -176,29 +176,37 @@ class SequentialDecoder:
         # every temperature looped: keep the text once rather than the loop
         return replace(result, tokens=trim_repetition(result.tokens, self.end_of_text))
 
-    def generate(
+    def generate_arguments(
         self, encoded: torch.Tensor, language: str, task: str, context: list[int], temperature: float,
-        word_timestamps: bool = False,
-    ) -> WindowResult:
+        max_new_tokens: int = MAX_NEW_TOKENS,
+    ) -> dict:
+        """model.generate's arguments for windows already encoded: greedy or beam search at
+        temperature 0, sampling above it, the context as prompt ids."""
         sampling = temperature > 0
-        arguments = dict(
+        arguments: dict = dict(
             encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
             language=language,
             task=task,
             return_timestamps=True,
-            max_new_tokens=MAX_NEW_TOKENS,
-            return_dict_in_generate=True,
-            output_scores=True,
+            max_new_tokens=max_new_tokens,
             num_beams=1 if sampling else self.options.beam_size,
             do_sample=sampling,
         )
         if sampling:
             arguments["temperature"] = temperature
+        if context:
+            arguments["prompt_ids"] = torch.tensor([self.start_of_previous, *context], device=self.device)
+        return arguments
+
+    def generate(
+        self, encoded: torch.Tensor, language: str, task: str, context: list[int], temperature: float,
+        word_timestamps: bool = False,
+    ) -> WindowResult:
+        arguments = self.generate_arguments(encoded, language, task, context, temperature)
+        arguments.update(return_dict_in_generate=True, output_scores=True)
         if word_timestamps:
             # token times from the cross-attention of the model's alignment heads (DTW)
             arguments["return_token_timestamps"] = True
-        if context:
-            arguments["prompt_ids"] = torch.tensor([self.start_of_previous, *context], device=self.device)
         output = self.model.generate(**arguments)
         # With timestamps, Whisper's generate returns {"sequences", "segments"}; each segment's
         # "result" is the raw output of the window: every token (prompt included) and the scores.

@@ -80,6 +80,22 @@ def choose_device(requested: str) -> DeviceChoice:
     return DeviceChoice("cpu", choice.device, choice.name, "auto: no GPU available, " + choice.reason, skipped)
 
 
+def dtype_problem(kind: str, dtype: str) -> str | None:
+    """Why `dtype` cannot run on a device of `kind`, or None where it can."""
+    if dtype == "bfloat16" and kind == "directml":
+        return "DirectML has no bfloat16: set [model] dtype = float32 (or float16)"
+    return None
+
+
+def bfloat16_is_native() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere torch
+    emulates it, more slowly than float32."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes: assume emulation
+        return False
+
+
 def release_memory(choice: DeviceChoice) -> None:
     """Give cached device memory back after a failure (e.g. out of memory)."""
     if choice.kind == "cuda":

@@ -14,14 +14,14 @@ from .audio import SAMPLE_RATE
 from .chunked import ChunkedDecoder, ChunkedOptions
 from .config import ModelSettings
 from .decoding import DecodingOptions, SequentialDecoder
-from .devices import DeviceChoice, choose_device, release_memory
+from .devices import DeviceChoice, bfloat16_is_native, choose_device, dtype_problem, release_memory
 from .languages import UnsupportedLanguage
 from .model_queue import ModelQueue
 from .transcript import Transcript, TranscriptionJob
 
 log = logging.getLogger(__name__)
 
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 SAMPLING_SEED = 0
@@ -94,6 +94,11 @@ class Engine:
         """Choose the device and load the model onto it; raises DeviceUnavailable or ModelLoadError."""
         device = choose_device(settings.device)
         log.info("device: %s", device.describe())
+        problem = dtype_problem(device.kind, settings.dtype)
+        if problem:
+            raise ModelLoadError(problem)
+        if settings.dtype == "bfloat16" and device.kind == "cpu" and not bfloat16_is_native():
+            log.warning("this CPU has no bfloat16 instructions: dtype = bfloat16 runs slower than float32 here")
         started = time.perf_counter()
         pipeline = load_pipeline(settings, device)
         engine = cls(settings, device, pipeline, time.perf_counter() - started, max_queue)

@@ -32,6 +32,35 @@ JAPANESE_SENTENCES: tuple[str, ...] = (
     "明日の会議は午後から始まります。",
 )
 
+# Twenty-four different sentences for long clips: a 30 s window holds about eight, so no window
+# repeats itself and trips the compression-ratio fallback, as real speech would not.
+MEETING_SENTENCES: tuple[str, ...] = (
+    "今日はいい天気ですね。",
+    "東京駅までの行き方を教えてください。",
+    "駅の近くに新しい本屋ができました。",
+    "週末は家族と公園に行きました。",
+    "明日の会議は午後から始まります。",
+    "この資料を来週までに確認してください。",
+    "私は毎朝コーヒーを飲みます。",
+    "電車が遅れて会社に遅刻しました。",
+    "昨日の夜は雨がたくさん降りました。",
+    "新しいプロジェクトの予算について話し合いましょう。",
+    "子供たちは夏休みを楽しみにしています。",
+    "駅前のレストランで昼ご飯を食べました。",
+    "来月から新しい部署で働くことになりました。",
+    "会議室の予約は私がしておきます。",
+    "この問題についてもう少し考えてみます。",
+    "お客様からの問い合わせが増えています。",
+    "売り上げは前年と比べて少し伸びました。",
+    "次の打ち合わせは木曜日の十時にしましょう。",
+    "報告書は金曜日までに提出してください。",
+    "新しいシステムの使い方を説明します。",
+    "皆さん、今日は集まってくださってありがとうございます。",
+    "質問があれば、いつでも聞いてください。",
+    "この計画には大きな課題が三つあります。",
+    "最後に、来週の予定を確認しましょう。",
+)
+
 ENGLISH_SENTENCES: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog.",
     "Please send me the report before the meeting tomorrow.",
