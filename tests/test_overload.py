@@ -139,3 +139,26 @@ def test_the_shipped_defaults_leave_a_thread_to_refuse_with_429():
 
     for server in (ServerSettings(), load_settings(DEFAULT_CONFIG_PATH).server):
         assert server.threads >= server.max_queue + 2
+
+
+def test_jobs_take_the_model_in_the_order_they_arrived():
+    from whisper_api.model_queue import ModelQueue
+
+    queue = ModelQueue(max_waiting=10)
+    order: list[int] = []
+
+    def job(number: int) -> None:
+        with queue.turn():
+            order.append(number)
+            time.sleep(0.01)  # long enough for a later arrival to try to overtake
+
+    with queue.turn():  # the model is busy while the line forms
+        workers = []
+        for number in range(6):
+            workers.append(threading.Thread(target=job, args=(number,)))
+            workers[-1].start()
+            poll(lambda: queue.waiting == number + 1)
+    for worker in workers:
+        worker.join(timeout=10)
+    assert order == list(range(6))
+    assert queue.waiting == 0 and not queue.busy()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -26,37 +27,51 @@ class Cancelled(RuntimeError):
 
 
 class ModelQueue:
+    """First come, first served: jobs take the model in the order they arrived (a plain lock
+    lets a newcomer overtake a job that has waited for minutes)."""
+
     def __init__(self, max_waiting: int) -> None:
         self.max_waiting = max_waiting
-        self._lock = threading.Lock()
-        self._state = threading.Lock()  # guards the counters below
-        self.waiting = 0
+        self._condition = threading.Condition()
+        self._line: deque[object] = deque()  # tickets of waiting jobs, oldest first
+        self._running = False
         self.average_job_seconds = 5.0  # updated from real jobs
+
+    @property
+    def waiting(self) -> int:
+        return len(self._line)
 
     @contextmanager
     def turn(self, cancelled: Callable[[], bool] | None = None) -> Iterator[None]:
         """Wait for the model (or be refused at once), then hold it for the block."""
-        with self._state:
-            if self._lock.locked() and self.waiting >= self.max_waiting:
+        ticket = object()
+        with self._condition:
+            if self._running and len(self._line) >= self.max_waiting:
                 raise QueueFull(self.retry_after())
-            self.waiting += 1
-        try:
-            while not self._lock.acquire(timeout=POLL_SECONDS):
-                if cancelled is not None and cancelled():
-                    raise Cancelled()
-        finally:
-            with self._state:
-                self.waiting -= 1
+            self._line.append(ticket)
+            try:
+                while self._running or self._line[0] is not ticket:
+                    self._condition.wait(POLL_SECONDS)
+                    if cancelled is not None and cancelled():
+                        raise Cancelled()
+            except BaseException:
+                self._line.remove(ticket)
+                self._condition.notify_all()  # the job behind may now be first
+                raise
+            self._line.popleft()
+            self._running = True
         started = time.perf_counter()
         try:
             yield
         finally:
             elapsed = time.perf_counter() - started
-            self.average_job_seconds = 0.8 * self.average_job_seconds + 0.2 * elapsed
-            self._lock.release()
+            with self._condition:
+                self.average_job_seconds = 0.8 * self.average_job_seconds + 0.2 * elapsed
+                self._running = False
+                self._condition.notify_all()
 
     def retry_after(self) -> int:
-        return max(1, round(self.average_job_seconds * (self.waiting + 1)))
+        return max(1, round(self.average_job_seconds * (len(self._line) + 1)))
 
     def busy(self) -> bool:
-        return self._lock.locked()
+        return self._running
