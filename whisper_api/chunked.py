@@ -202,9 +202,6 @@ class ChunkedDecoder:
         arguments = self.sequential.generate_arguments(
             encoded, language, task, prompt, temperature, self.options.forced_new_tokens or MAX_NEW_TOKENS
         )
-        # one pass per window: without it, generate re-decodes the same encoder output from the
-        # last timestamp on, as if the window held more audio
-        arguments["force_unique_generate_call"] = True
         if self.options.forced_new_tokens:
             arguments["min_new_tokens"] = self.options.forced_new_tokens
         sequences = self.model.generate(**arguments)

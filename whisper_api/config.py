@@ -12,7 +12,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "whisper
 CONFIG_ENV_VARIABLE = "WHISPER_API_CONFIG"
 
 DEVICES = ("auto", "directml", "cuda", "cpu")
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 STRATEGIES = ("auto", "sequential", "chunked")
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
@@ -49,7 +49,7 @@ class AuthSettings:
 class ModelSettings:
     name: str = "openai/whisper-large-v3-turbo"
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = "auto"
     attention: str = "sdpa"
     strategy: str = "auto"
     batch_size: int = 8

@@ -188,6 +188,10 @@ class SequentialDecoder:
             language=language,
             task=task,
             return_timestamps=True,
+            # one pass per window: without it, generate decodes the window again from its last
+            # timestamp on, as if it held more audio (three passes over some 30 s windows), and
+            # the loop around it moves to the next window itself
+            force_unique_generate_call=True,
             max_new_tokens=max_new_tokens,
             num_beams=1 if sampling else self.options.beam_size,
             do_sample=sampling,
@@ -207,14 +211,10 @@ class SequentialDecoder:
         if word_timestamps:
             # token times from the cross-attention of the model's alignment heads (DTW)
             arguments["return_token_timestamps"] = True
-        output = self.model.generate(**arguments)
-        # With timestamps, Whisper's generate returns {"sequences", "segments"}; each segment's
-        # "result" is the raw output of the window: every token (prompt included) and the scores.
-        window_segments = output["segments"][0]
-        if not window_segments:
-            return WindowResult([], temperature, 0.0, 0.0)
-        raw = window_segments[0]["result"]
-        sequence = raw["sequences"].tolist()
+        # one pass over the window (generate_arguments): the raw output of that pass, a batch of
+        # one: every token (prompt included) and each generated step's scores
+        raw = self.model.generate(**arguments)
+        sequence = raw["sequences"].reshape(-1).tolist()
         scores = raw.get("scores") or []
         generated = sequence[len(sequence) - len(scores) :] if scores else []
         tokens = [token for token in generated if token != self.end_of_text]

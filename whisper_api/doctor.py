@@ -408,7 +408,7 @@ def check_operations(device: torch.device, dtype: torch.dtype, attention: str) -
 
 def report_tensor_check(report: Report, choice: devices.DeviceChoice, settings: Settings) -> bool:
     report.section("Tensor check")
-    dtype_name = settings.model.dtype
+    dtype_name = devices.resolve_dtype(settings.model.dtype, choice.kind)
     dtype = getattr(torch, dtype_name)
     checks = check_operations(choice.device, dtype, settings.model.attention)
     for check in checks:
@@ -429,7 +429,7 @@ def report_tensor_check(report: Report, choice: devices.DeviceChoice, settings: 
 def _operation_advice(check: OperationCheck, settings: Settings) -> str:
     if check.name == "attention (sdpa)":
         return "set [model] attention = eager"
-    if settings.model.dtype == "float16":
+    if settings.model.dtype in ("float16", "auto"):
         return "set [model] dtype = float32 (float16 is unstable on some DirectML drivers)"
     return "update the graphics driver; until then set [model] device = cpu"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from .audio import SAMPLE_RATE
 from .chunked import ChunkedDecoder, ChunkedOptions
 from .config import ModelSettings
 from .decoding import DecodingOptions, SequentialDecoder
-from .devices import DeviceChoice, bfloat16_is_native, choose_device, dtype_problem, release_memory
+from .devices import DeviceChoice, bfloat16_is_native, choose_device, dtype_problem, release_memory, resolve_dtype
 from .languages import UnsupportedLanguage
 from .model_queue import ModelQueue
 from .transcript import Transcript, TranscriptionJob
@@ -61,6 +61,7 @@ class Engine:
     def __init__(
         self, settings: ModelSettings, device: DeviceChoice, pipeline, load_seconds: float, max_queue: int = 8
     ) -> None:
+        settings = replace(settings, dtype=resolve_dtype(settings.dtype, device.kind))
         self.settings = settings
         self.device = device
         self.pipeline = pipeline
@@ -94,6 +95,7 @@ class Engine:
         """Choose the device and load the model onto it; raises DeviceUnavailable or ModelLoadError."""
         device = choose_device(settings.device)
         log.info("device: %s", device.describe())
+        settings = replace(settings, dtype=resolve_dtype(settings.dtype, device.kind))
         problem = dtype_problem(device.kind, settings.dtype)
         if problem:
             raise ModelLoadError(problem)
