@@ -15,7 +15,7 @@ from whisper_api.chunked import ChunkedDecoder, ChunkedOptions, plan_windows, re
 from whisper_api.decoding import FRAMES_PER_SECOND, WINDOW_FRAMES, WindowResult
 from whisper_api.engine import Engine, resolve_strategy
 from whisper_api.repetition import trim_repetition
-from whisper_api.transcript import Transcript, TranscriptionJob
+from whisper_api.transcript import Segment, Transcript, TranscriptionJob
 
 # Twelve different sentences, so that no 30 s window repeats itself (a repeating window trips the
 # compression-ratio fallback, which is right for a loop and wrong for a test clip).
@@ -226,3 +226,13 @@ def test_text_sampled_where_the_model_hears_no_speech_counts_as_silence(engine):
     assert not decoder.is_silence(0.99, greedy, requested_temperature=0.0)
     assert not decoder.is_silence(0.99, sampled_after_greedy_failed, requested_temperature=0.2)  # asked for
     assert not decoder.is_silence(0.3, sampled_after_greedy_failed, requested_temperature=0.0)  # speech heard
+
+
+def test_a_segment_never_starts_before_the_one_before_it_ends():
+    from whisper_api.decoding import _renumbered
+
+    # 12.34 s + 5.6 s and 17.94 s differ in the last bit of a float: the sum comes out later
+    later = Segment(0, 1794, 12.34 + 5.6, 19.0, "次の文。", [1], 0.0, -0.2, 1.1, 0.01)
+    placed = _renumbered(later, 4, duration=60.0, previous_end=17.940000000000005)
+    assert placed.id == 4
+    assert placed.start >= 17.940000000000005 and placed.end == 19.0

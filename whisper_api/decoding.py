@@ -138,7 +138,8 @@ class SequentialDecoder:
             )
             for segment in new_segments:
                 if segment.text.strip():
-                    segments.append(_renumbered(segment, len(segments), job.duration))
+                    previous_end = segments[-1].end if segments else 0.0
+                    segments.append(_renumbered(segment, len(segments), job.duration, previous_end))
             if self.options.condition_on_previous_text and result.temperature <= 0.5:
                 previous_tokens.extend(result.tokens)
             else:
@@ -304,10 +305,11 @@ class SequentialDecoder:
         return group_words([result.tokens[index] for index in indexes], spans, self.tokenizer.decode, language)
 
 
-def _renumbered(segment: Segment, number: int, duration: float) -> Segment:
-    """Number the segment and keep it, and its words, inside the audio and inside each other."""
-    end = min(segment.end, duration)
-    start = min(segment.start, end)
+def _renumbered(segment: Segment, number: int, duration: float, previous_end: float = 0.0) -> Segment:
+    """Number the segment and keep it, and its words, inside the audio, after the segment before
+    it (window offsets and timestamps add up with float rounding) and inside each other."""
+    end = min(max(segment.end, previous_end), duration)
+    start = min(max(segment.start, previous_end), end)
     words = [
         replace(word, start=min(max(word.start, start), end), end=min(max(word.end, start), end))
         for word in segment.words
