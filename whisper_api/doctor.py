@@ -386,7 +386,7 @@ def check_operations(device: torch.device, dtype: torch.dtype, attention: str) -
         "filters": torch.randn(64, 80, 3, generator=generator) * 0.1,
     }
     # Relative to the result's size: float16 keeps about 3 significant digits, bfloat16 about 2.
-    tolerance = {torch.float32: 1e-3, torch.float16: 2e-2}.get(dtype, 4e-2)  # bfloat16: about 2 digits
+    tolerance = {torch.float32: 1e-3, torch.float16: 2e-2}.get(dtype, 4e-2)
     checks = []
     for name, operation in _operations(attention).items():
         try:
@@ -416,21 +416,21 @@ def report_tensor_check(report: Report, choice: devices.DeviceChoice, settings: 
             report.ok(f"{check.name}: matches the CPU (largest difference {check.largest_difference:.1e})")
         elif check.error is not None:
             first_line = check.error.splitlines()[0][:300]
-            report.problem(f"{check.name} on {choice.kind} ({dtype_name}) raised {first_line}", _operation_advice(check, settings))
+            report.problem(f"{check.name} on {choice.kind} ({dtype_name}) raised {first_line}", _operation_advice(check, dtype_name))
         else:
             report.problem(
                 f"{check.name} on {choice.kind} ({dtype_name}) gives wrong results "
                 f"(difference {check.largest_difference:.1e}, allowed {check.tolerance:.0e})",
-                _operation_advice(check, settings),
+                _operation_advice(check, dtype_name),
             )
     return all(check.passed for check in checks)
 
 
-def _operation_advice(check: OperationCheck, settings: Settings) -> str:
+def _operation_advice(check: OperationCheck, dtype_name: str) -> str:
     if check.name == "attention (sdpa)":
         return "set [model] attention = eager"
-    if settings.model.dtype in ("float16", "auto"):
-        return "set [model] dtype = float32 (float16 is unstable on some DirectML drivers)"
+    if dtype_name != "float32":
+        return f"set [model] dtype = float32 ({dtype_name} is unstable on some devices and drivers)"
     return "update the graphics driver; until then set [model] device = cpu"
 
 
