@@ -1,0 +1,307 @@
+"""The decoding loop: a batch of encoded chunks -> tokens, scores and token times.
+
+One call decodes every row with the same prefix (previous-text context, start of transcript,
+language, task) at one temperature: greedy at 0, sampling above it, beam search where asked. Per
+step, every rule is applied to the whole batch on the device and one small tensor (the chosen
+tokens) comes back to the host. Sampling is Gumbel-max (noise drawn on the host from the job's
+own generator, so a request always gets the same answer), beam hypotheses are reordered with
+`index_select`: nothing DirectML runs on the CPU or cannot run (no `multinomial`,
+`repeat_interleave`, float64). Scores follow openai/whisper: the log probability of each chosen
+token from the logits after the rules, averaged over the tokens plus end-of-text.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .forward import Cache, TextDecoder
+from .model import LoadedModel
+from .rules import DecodingRules, NEGATIVE_INFINITY, TimestampState
+from .words import token_times
+
+MAX_NEW_TOKENS = 224  # half the decoder's context, as openai/whisper
+
+
+@dataclass(frozen=True)
+class DecodingRequest:
+    prefix: tuple[int, ...]  # [<|startofprev|> context...] <|startoftranscript|> language task
+    temperature: float = 0.0
+    beam_size: int = 1
+    word_timestamps: bool = False
+    max_new_tokens: int = MAX_NEW_TOKENS
+
+    @property
+    def start_of_transcript_index(self) -> int:
+        return len(self.prefix) - 3
+
+
+@dataclass(frozen=True)
+class Decoded:
+    tokens: list[int]  # generated tokens, end-of-text excluded
+    avg_logprob: float
+    no_speech_prob: float
+    temperature: float
+    compression_ratio: float
+    token_spans: list[tuple[float, float]] | None = None  # per token, seconds from the chunk's start
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+class Decoder:
+    """Decodes batches of encoded chunks with one loaded model; not thread-safe (the engine's
+    queue runs one job at a time)."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.forward = TextDecoder(model.model)
+        self.vocabulary_size = self.forward.token_embedding.shape[0]
+        self.rules = DecodingRules(model, self.vocabulary_size, model.device, model.dtype)
+        self.tokens = model.tokens
+        heads_by_layer: dict[int, list[int]] = {}
+        for layer, head in model.alignment_heads:
+            heads_by_layer.setdefault(layer, []).append(head)
+        self.alignment_heads = {
+            layer: torch.tensor(heads, device=model.device) for layer, heads in sorted(heads_by_layer.items())
+        }
+
+    def language_probabilities(self, encoded: torch.Tensor) -> torch.Tensor:
+        """(rows, languages) probabilities over the language tokens (in `tokens.languages` order)
+        from one step on <|startoftranscript|> alone."""
+        cache = self.forward.new_cache(encoded, 1)
+        start = torch.full((encoded.shape[0], 1), self.tokens.start_of_transcript, device=self.model.device)
+        hidden, _ = self.forward.prefill(start, cache)
+        logits = self.forward.logits(hidden[:, -1]).float()
+        language_ids = torch.tensor(list(self.tokens.languages.values()), device=self.model.device)
+        return logits.index_select(1, language_ids).softmax(dim=-1).cpu()
+
+    def decode(self, encoded: torch.Tensor, request: DecodingRequest, frames: list[int],
+               generator: torch.Generator | None = None) -> list[Decoded]:
+        """Decode each row of `encoded` (rows, 1500, width); `frames` are each chunk's mel frames of
+        real audio (word times are aligned within them)."""
+        if request.beam_size > 1 and request.temperature == 0:
+            return BeamSearch(self, request).run(encoded, frames)
+        return Sampling(self, request, generator).run(encoded, frames)
+
+    def prefill(self, encoded: torch.Tensor, request: DecodingRequest, rows: int
+                ) -> tuple[Cache, torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
+        """The prefix through the decoder: the cache, the last position's logits, the no-speech
+        probabilities (from <|startoftranscript|>'s position) and alignment weights."""
+        positions = len(request.prefix) + request.max_new_tokens
+        cache = self.forward.new_cache(encoded, positions)
+        prefix = torch.tensor([list(request.prefix)] * rows, device=self.model.device)
+        heads = self.alignment_heads if request.word_timestamps else None
+        hidden, weights = self.forward.prefill(prefix, cache, heads)
+        sot = request.start_of_transcript_index
+        logits = self.forward.logits(torch.cat([hidden[:, -1], hidden[:, sot]])).float()
+        no_speech = logits[rows:].softmax(dim=-1)[:, self.tokens.no_speech].cpu()
+        return cache, logits[:rows], no_speech, weights
+
+    def align(self, encoded: torch.Tensor, request: DecodingRequest, results: list[Decoded], frames: list[int]
+              ) -> list[Decoded]:
+        """Token times for results decoded without gathering attention (beam search): the prefix
+        and tokens again through the decoder, teacher-forced, reading the alignment heads."""
+        aligned = []
+        for row, result in enumerate(results):
+            tokens = torch.tensor([[*request.prefix, *result.tokens]], device=self.model.device)
+            cache = self.forward.new_cache(encoded[row : row + 1], tokens.shape[1])
+            _, weights = self.forward.prefill(tokens, cache, self.alignment_heads)
+            stacked = torch.cat([weights[layer] for layer in self.alignment_heads], dim=1)[0]
+            matrix = stacked[:, len(request.prefix) :].cpu().numpy()
+            aligned.append(replace(result, token_spans=token_times(matrix, frames[row], len(result.tokens))))
+        return aligned
+
+    def finish(self, request: DecodingRequest, tokens: list[int], sum_logprob: float, no_speech: float,
+               alignment: np.ndarray | None, frames: int) -> Decoded:
+        text = self.model.decode_text(tokens)
+        spans = None
+        if alignment is not None:
+            spans = token_times(alignment[:, : len(tokens)], frames, len(tokens))
+        return Decoded(
+            tokens=tokens,
+            avg_logprob=sum_logprob / (len(tokens) + 1),
+            no_speech_prob=no_speech,
+            temperature=request.temperature,
+            compression_ratio=compression_ratio(text),
+            token_spans=spans,
+        )
+
+
+def _gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+    """-log(-log(U)) on the host: argmax(logits / T + noise) samples softmax(logits / T)."""
+    uniform = torch.rand(shape, generator=generator).clamp_(min=1e-20, max=1.0 - 1e-7)
+    return -torch.log(-torch.log(uniform))
+
+
+class Sampling:
+    """Greedy (temperature 0) or sampled decoding of every row at once."""
+
+    def __init__(self, decoder: Decoder, request: DecodingRequest, generator: torch.Generator | None) -> None:
+        self.decoder = decoder
+        self.request = request
+        self.generator = generator
+
+    def run(self, encoded: torch.Tensor, frames: list[int]) -> list[Decoded]:
+        decoder, request = self.decoder, self.request
+        rules, device = decoder.rules, decoder.model.device
+        end_of_text = decoder.tokens.end_of_text
+        rows = encoded.shape[0]
+        cache, logits, no_speech, first_weights = decoder.prefill(encoded, request, rows)
+        state = rules.initial_state(rows)
+        finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        sum_logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
+        position = torch.tensor([len(request.prefix)], device=device)
+        chosen_on_host: list[np.ndarray] = []
+        step_weights: list[dict[int, torch.Tensor]] = []
+        for step in range(request.max_new_tokens):
+            if step > 0:
+                logits, weights = decoder.forward.step(chosen, position, cache, decoder.alignment_heads
+                                                       if request.word_timestamps else None)
+                logits = logits.float()
+                position += 1
+                if request.word_timestamps:
+                    step_weights.append(weights)
+            chosen, logprob = self.choose(logits, rules.forbidden(step, state), finished)
+            sum_logprobs += logprob
+            state = state.advance(chosen, rules.timestamp_begin)
+            finished = finished | (chosen == end_of_text)
+            host = chosen.cpu().numpy()  # the one transfer of the step
+            chosen_on_host.append(host)
+            if (host == end_of_text).all():
+                break
+        tokens = np.stack(chosen_on_host, axis=1)
+        sums = sum_logprobs.cpu().tolist()
+        alignment = _stack_alignment(step_weights, decoder.alignment_heads) if request.word_timestamps else None
+        results = []
+        for row in range(rows):
+            ended = np.flatnonzero(tokens[row] == end_of_text)
+            length = int(ended[0]) if ended.size else tokens.shape[1]
+            results.append(decoder.finish(
+                request, tokens[row, :length].tolist(), sums[row], float(no_speech[row]),
+                None if alignment is None else alignment[row], frames[row],
+            ))
+        return results
+
+    def choose(self, logits: torch.Tensor, forbidden: torch.Tensor, finished: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next token of every row and its log probability (0 for rows already finished)."""
+        rules = self.decoder.rules
+        logits = logits.masked_fill(forbidden, NEGATIVE_INFINITY)
+        logprobs = logits.log_softmax(dim=-1)
+        forced, timestamp_total = rules.timestamp_forced(logprobs)
+        candidates = logprobs.masked_fill(forced.unsqueeze(1) & rules.before_timestamps, NEGATIVE_INFINITY)
+        if self.request.temperature > 0:
+            noise = _gumbel_noise(tuple(candidates.shape), self.generator).to(candidates.device)
+            chosen = (logits / self.request.temperature + noise).masked_fill(
+                torch.isinf(candidates), NEGATIVE_INFINITY).argmax(dim=-1)
+        else:
+            chosen = candidates.argmax(dim=-1)
+        chosen = chosen.masked_fill(finished, self.decoder.tokens.end_of_text)
+        logprob = candidates.gather(1, chosen.unsqueeze(1)).squeeze(1) - torch.where(forced, timestamp_total, 0.0)
+        return chosen, logprob.masked_fill(finished, 0.0)
+
+
+def _stack_alignment(step_weights: list[dict[int, torch.Tensor]], heads: dict[int, torch.Tensor]) -> np.ndarray:
+    """(rows, alignment heads, steps, frames) on the host, in the model's alignment-head order."""
+    if not step_weights:
+        return np.zeros((0, 0, 0, 0), dtype=np.float32)
+    per_step = [torch.cat([weights[layer] for layer in heads], dim=1) for weights in step_weights]
+    return torch.cat(per_step, dim=2).cpu().numpy()
+
+
+class BeamSearch:
+    """openai/whisper's beam search (patience 1): per chunk, `beam_size` hypotheses; each step
+    takes the best continuations over all of them; a finished one is kept aside until
+    `beam_size` have finished; the best by average log probability wins."""
+
+    def __init__(self, decoder: Decoder, request: DecodingRequest) -> None:
+        self.decoder = decoder
+        self.request = request
+        self.beams = request.beam_size
+
+    def run(self, encoded: torch.Tensor, frames: list[int]) -> list[Decoded]:
+        decoder, request, beams = self.decoder, self.request, self.beams
+        rules, device = decoder.rules, decoder.model.device
+        end_of_text = decoder.tokens.end_of_text
+        chunks = encoded.shape[0]
+        rows = chunks * beams
+        # each chunk's encoder states once per hypothesis, by index_select (not repeat_interleave)
+        expand = torch.arange(chunks, device=device).unsqueeze(1).expand(chunks, beams).reshape(-1)
+        cache, logits, no_speech, _ = decoder.prefill(encoded.index_select(0, expand), request, rows)
+        state = rules.initial_state(rows)
+        sum_logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
+        sum_logprobs.view(chunks, beams)[:, 1:] = NEGATIVE_INFINITY  # identical hypotheses: keep one
+        position = torch.tensor([len(request.prefix)], device=device)
+        histories: list[list[int]] = [[] for _ in range(rows)]
+        live_scores: list[float] = [0.0] * rows
+        finished: list[dict[tuple[int, ...], float]] = [{} for _ in range(chunks)]
+        vocabulary = decoder.vocabulary_size
+        chosen = torch.empty(0)
+        for step in range(request.max_new_tokens):
+            if step > 0:
+                logits, _ = decoder.forward.step(chosen, position, cache)
+                logits = logits.float()
+                position += 1
+            logits = logits.masked_fill(rules.forbidden(step, state), NEGATIVE_INFINITY)
+            logprobs = logits.log_softmax(dim=-1)
+            forced, timestamp_total = rules.timestamp_forced(logprobs)
+            logprobs = logprobs.masked_fill(forced.unsqueeze(1) & rules.before_timestamps, NEGATIVE_INFINITY)
+            logprobs = logprobs - torch.where(forced, timestamp_total, 0.0).unsqueeze(1)
+            scores = (sum_logprobs.unsqueeze(1) + logprobs).view(chunks, beams * vocabulary)
+            # at most one end-of-text per hypothesis among 2 * beams: at least `beams` live ones
+            top_scores, top_indices = scores.topk(2 * beams, dim=-1)
+            # one transfer: scores and flat indices (exact in float32 below 2^24)
+            host = torch.stack([top_scores, top_indices.float()]).cpu().numpy()
+            sources, tokens, new_scores = [], [], []
+            for chunk in range(chunks):
+                kept = 0
+                for score, flat in zip(host[0, chunk], host[1, chunk].astype(np.int64)):
+                    beam, token = divmod(int(flat), vocabulary)
+                    row = chunk * beams + beam
+                    if not np.isfinite(score):
+                        continue
+                    if token == end_of_text:
+                        if len(finished[chunk]) < beams:
+                            finished[chunk].setdefault(tuple(histories[row]), float(score))
+                        continue
+                    sources.append(row)
+                    tokens.append(token)
+                    new_scores.append(float(score))
+                    kept += 1
+                    if kept == beams:
+                        break
+                while kept < beams:  # fewer live continuations than beams: pad with dead ones
+                    sources.append(chunk * beams)
+                    tokens.append(end_of_text)
+                    new_scores.append(NEGATIVE_INFINITY)
+                    kept += 1
+            histories = [histories[source] + [token] for source, token in zip(sources, tokens)]
+            live_scores = new_scores
+            if all(len(done) >= beams for done in finished):
+                break
+            source_rows = torch.tensor(sources, device=device)
+            chosen = torch.tensor(tokens, device=device)
+            sum_logprobs = torch.tensor(new_scores, dtype=torch.float32, device=device)
+            cache.select(source_rows)
+            state = state.select(source_rows).advance(chosen, rules.timestamp_begin)
+        results = []
+        for chunk in range(chunks):
+            candidates = dict(finished[chunk])
+            live = sorted(range(chunk * beams, (chunk + 1) * beams), key=lambda row: -live_scores[row])
+            for row in live:  # too few finished within the token limit: the live ones make up
+                if len(candidates) >= beams:
+                    break
+                candidates.setdefault(tuple(histories[row]), live_scores[row])
+            # openai/whisper's ranking: sum of log probabilities over the length
+            best = max(candidates.items(), key=lambda item: item[1] / max(len(item[0]), 1))
+            result = decoder.finish(request, list(best[0]), best[1], float(no_speech[chunk * beams]), None, frames[chunk])
+            results.append(result)
+        if request.word_timestamps:
+            results = self.decoder.align(encoded, request, results, frames)
+        return results

@@ -1,0 +1,203 @@
+"""Whisper's text decoder, forward pass only, over the transformers weights, with a static cache.
+
+transformers' decoder layers are general (training, caches of every kind, eager or fused
+attention): around the arithmetic, a decoding step dispatches about as many views, casts and
+no-op dropouts as it does maths, and on a GPU every dispatch costs (on DirectML, a lot). This
+pass does the same arithmetic with the fewest operations: the hidden state of a step is 2-D
+(rows, width), every projection is one `addmm` on a transposed view made once, the query, key
+and value projections are one fused matrix (the module's own weights become views of it, so no
+memory is added), the self-attention cache is preallocated and written in place, and the
+encoder's keys and values are projected once per batch of chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class LayerWeights:
+    self_norm: tuple[torch.Tensor, torch.Tensor]
+    qkv_t: torch.Tensor  # (width, 3 * width): query, key, value projections fused and transposed
+    qkv_bias: torch.Tensor
+    self_out_t: torch.Tensor
+    self_out_bias: torch.Tensor
+    cross_norm: tuple[torch.Tensor, torch.Tensor]
+    cross_query_t: torch.Tensor
+    cross_query_bias: torch.Tensor
+    cross_key: torch.nn.Linear
+    cross_value: torch.nn.Linear
+    cross_out_t: torch.Tensor
+    cross_out_bias: torch.Tensor
+    mlp_norm: tuple[torch.Tensor, torch.Tensor]
+    fc1_t: torch.Tensor
+    fc1_bias: torch.Tensor
+    fc2_t: torch.Tensor
+    fc2_bias: torch.Tensor
+
+
+def _fuse_qkv(attention) -> tuple[torch.Tensor, torch.Tensor]:
+    """One (3 * width, width) matrix holding q, k, v; the module's weights become views of it."""
+    query, key, value = attention.q_proj, attention.k_proj, attention.v_proj
+    fused = torch.cat([query.weight.data, key.weight.data, value.weight.data])
+    width = query.weight.shape[0]
+    for index, projection in enumerate((query, key, value)):
+        projection.weight.data = fused[index * width : (index + 1) * width]
+    key_bias = torch.zeros_like(query.bias.data)
+    bias = torch.cat([query.bias.data, key_bias, value.bias.data])
+    return fused.t(), bias
+
+
+def _norm(layer_norm) -> tuple[torch.Tensor, torch.Tensor]:
+    return layer_norm.weight.data, layer_norm.bias.data
+
+
+@dataclass
+class Cache:
+    """Per layer: self-attention keys/values (rows, heads, positions, head width), preallocated,
+    and the encoder's projected keys/values (rows, heads, frames, head width)."""
+
+    self_keys: list[torch.Tensor]
+    self_values: list[torch.Tensor]
+    cross_keys: list[torch.Tensor]
+    cross_values: list[torch.Tensor]
+    visible: torch.Tensor  # (1, 1, 1, positions) bool: positions written so far
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep `rows` (beam search reorders its hypotheses), in place of the cache's rows."""
+        for tensors in (self.self_keys, self.self_values, self.cross_keys, self.cross_values):
+            for index, tensor in enumerate(tensors):
+                tensors[index] = tensor.index_select(0, rows)
+
+
+class TextDecoder:
+    """The decoder stack of one loaded model; holds no per-request state."""
+
+    def __init__(self, model) -> None:
+        decoder = model.model.decoder
+        config = model.config
+        self.width = config.d_model
+        self.heads = config.decoder_attention_heads
+        self.head_width = self.width // self.heads
+        self.embed_scale = (self.width**0.5) if config.scale_embedding else 1.0
+        self.token_embedding = decoder.embed_tokens.weight.data
+        self.logits_t = model.proj_out.weight.data.t()
+        self.positions = decoder.embed_positions.weight.data
+        self.final_norm = _norm(decoder.layer_norm)
+        self.layers = [self._layer(layer) for layer in decoder.layers]
+        self.epsilon = decoder.layer_norm.eps
+
+    @staticmethod
+    def _layer(layer) -> LayerWeights:
+        qkv_t, qkv_bias = _fuse_qkv(layer.self_attn)
+        cross = layer.encoder_attn
+        return LayerWeights(
+            self_norm=_norm(layer.self_attn_layer_norm),
+            qkv_t=qkv_t, qkv_bias=qkv_bias,
+            self_out_t=layer.self_attn.out_proj.weight.data.t(), self_out_bias=layer.self_attn.out_proj.bias.data,
+            cross_norm=_norm(layer.encoder_attn_layer_norm),
+            cross_query_t=cross.q_proj.weight.data.t(), cross_query_bias=cross.q_proj.bias.data,
+            cross_key=cross.k_proj, cross_value=cross.v_proj,
+            cross_out_t=cross.out_proj.weight.data.t(), cross_out_bias=cross.out_proj.bias.data,
+            mlp_norm=_norm(layer.final_layer_norm),
+            fc1_t=layer.fc1.weight.data.t(), fc1_bias=layer.fc1.bias.data,
+            fc2_t=layer.fc2.weight.data.t(), fc2_bias=layer.fc2.bias.data,
+        )
+
+    def new_cache(self, encoded: torch.Tensor, positions: int) -> Cache:
+        rows, frames, _ = encoded.shape
+        shape = (rows, self.heads, positions, self.head_width)
+        cross_keys, cross_values = [], []
+        for layer in self.layers:
+            for projection, target in ((layer.cross_key, cross_keys), (layer.cross_value, cross_values)):
+                projected = projection(encoded).view(rows, frames, self.heads, self.head_width)
+                target.append(projected.transpose(1, 2).contiguous())
+        return Cache(
+            self_keys=[encoded.new_zeros(shape) for _ in self.layers],
+            self_values=[encoded.new_zeros(shape) for _ in self.layers],
+            cross_keys=cross_keys,
+            cross_values=cross_values,
+            visible=torch.zeros((1, 1, 1, positions), dtype=torch.bool, device=encoded.device),
+        )
+
+    def _layer_norm(self, hidden: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return F.layer_norm(hidden, (self.width,), weights[0], weights[1], self.epsilon)
+
+    def prefill(self, tokens: torch.Tensor, cache: Cache, attention_heads: dict[int, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Run the prefix (rows, length) through the decoder, filling cache positions 0..length-1.
+        Returns the final hidden states (rows, length, width) and, for the layers in
+        `attention_heads`, those heads' cross-attention weights (rows, heads, length, frames)."""
+        rows, length = tokens.shape
+        hidden = F.embedding(tokens, self.token_embedding) * self.embed_scale + self.positions[:length]
+        cache.visible[..., :length] = True
+        weights: dict[int, torch.Tensor] = {}
+        for index, layer in enumerate(self.layers):
+            normed = self._layer_norm(hidden, layer.self_norm)
+            qkv = F.linear(normed, layer.qkv_t.t(), layer.qkv_bias).view(rows, length, 3, self.heads, self.head_width)
+            query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            cache.self_keys[index][:, :, :length] = key
+            cache.self_values[index][:, :, :length] = value
+            attended = F.scaled_dot_product_attention(query, key, value, is_causal=True)
+            hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, self.width),
+                                       layer.self_out_t.t(), layer.self_out_bias)
+            normed = self._layer_norm(hidden, layer.cross_norm)
+            query = F.linear(normed, layer.cross_query_t.t(), layer.cross_query_bias)
+            query = query.view(rows, length, self.heads, self.head_width).transpose(1, 2)
+            keys, values = cache.cross_keys[index], cache.cross_values[index]
+            attended = F.scaled_dot_product_attention(query, keys, values)
+            if attention_heads and index in attention_heads:
+                weights[index] = self.attention_weights(query, keys, attention_heads[index])
+            hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, self.width),
+                                       layer.cross_out_t.t(), layer.cross_out_bias)
+            normed = self._layer_norm(hidden, layer.mlp_norm)
+            hidden = hidden + F.linear(F.gelu(F.linear(normed, layer.fc1_t.t(), layer.fc1_bias)),
+                                       layer.fc2_t.t(), layer.fc2_bias)
+        return self._layer_norm(hidden, self.final_norm), weights
+
+    def attention_weights(self, query: torch.Tensor, keys: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+        """Softmaxed cross-attention of the given heads only: (rows, heads, queries, frames)."""
+        query = query.index_select(1, heads)
+        keys = keys.index_select(1, heads)
+        scores = torch.matmul(query, keys.transpose(-1, -2)) * (self.head_width**-0.5)
+        return scores.float().softmax(dim=-1)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.mm(hidden, self.logits_t)
+
+    def step(self, tokens: torch.Tensor, position: torch.Tensor, cache: Cache,
+             attention_heads: dict[int, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """One token per row (rows,) at `position` (a one-element long tensor on the device):
+        returns the logits (rows, vocabulary) and, for `attention_heads`' layers, the weights of
+        those heads (rows, heads, 1, frames)."""
+        rows = tokens.shape[0]
+        hidden = torch.embedding(self.token_embedding, tokens)
+        if self.embed_scale != 1.0:
+            hidden = hidden * self.embed_scale
+        hidden = hidden + self.positions.index_select(0, position)
+        cache.visible.index_fill_(3, position, True)
+        heads, width = self.heads, self.head_width
+        weights: dict[int, torch.Tensor] = {}
+        for index, layer in enumerate(self.layers):
+            normed = F.layer_norm(hidden, (self.width,), layer.self_norm[0], layer.self_norm[1], self.epsilon)
+            query, key, value = torch.addmm(layer.qkv_bias, normed, layer.qkv_t).view(rows, 3, heads, 1, width).unbind(1)
+            keys, values = cache.self_keys[index], cache.self_values[index]
+            keys.index_copy_(2, position, key)
+            values.index_copy_(2, position, value)
+            attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=cache.visible)
+            hidden = torch.addmm(layer.self_out_bias, attended.view(rows, self.width), layer.self_out_t).add_(hidden)
+            normed = F.layer_norm(hidden, (self.width,), layer.cross_norm[0], layer.cross_norm[1], self.epsilon)
+            query = torch.addmm(layer.cross_query_bias, normed, layer.cross_query_t).view(rows, heads, 1, width)
+            keys, values = cache.cross_keys[index], cache.cross_values[index]
+            attended = F.scaled_dot_product_attention(query, keys, values)
+            if attention_heads and index in attention_heads:
+                weights[index] = self.attention_weights(query, keys, attention_heads[index])
+            hidden = torch.addmm(layer.cross_out_bias, attended.view(rows, self.width), layer.cross_out_t).add_(hidden)
+            normed = F.layer_norm(hidden, (self.width,), layer.mlp_norm[0], layer.mlp_norm[1], self.epsilon)
+            expanded = F.gelu(torch.addmm(layer.fc1_bias, normed, layer.fc1_t))
+            hidden = torch.addmm(layer.fc2_bias, expanded, layer.fc2_t).add_(hidden)
+        hidden = F.layer_norm(hidden, (self.width,), self.final_norm[0], self.final_norm[1], self.epsilon)
+        return torch.mm(hidden, self.logits_t), weights

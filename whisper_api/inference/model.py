@@ -1,0 +1,121 @@
+"""The model on its device: weights, tokenizer, feature extractor and the special tokens; nothing else."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16000
+HOP_LENGTH = 160
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames a second
+WINDOW_SECONDS = 30
+WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
+WINDOW_FRAMES = WINDOW_SECONDS * FRAMES_PER_SECOND
+INPUT_STRIDE = 2  # mel frames per encoder position
+TIME_PRECISION = 0.02  # seconds per timestamp token and per encoder position
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded (missing, not a Whisper checkpoint, no memory)."""
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    start_of_transcript: int
+    end_of_text: int
+    no_timestamps: int
+    timestamp_begin: int
+    no_speech: int
+    start_of_previous: int
+    transcribe: int
+    translate: int
+    languages: dict[str, int]  # Whisper code -> token
+
+    @classmethod
+    def from_generation_config(cls, config) -> "SpecialTokens":
+        task_ids = config.task_to_id
+        return cls(
+            start_of_transcript=config.decoder_start_token_id,
+            end_of_text=config.eos_token_id,
+            no_timestamps=config.no_timestamps_token_id,
+            timestamp_begin=config.no_timestamps_token_id + 1,
+            no_speech=config.no_timestamps_token_id - 1,
+            start_of_previous=config.prev_sot_token_id,
+            transcribe=task_ids["transcribe"],
+            translate=task_ids["translate"],
+            languages={code.strip("<|>"): token for code, token in config.lang_to_id.items()},
+        )
+
+    def task(self, name: str) -> int:
+        return self.translate if name == "translate" else self.transcribe
+
+
+class LoadedModel:
+    """A transformers Whisper checkpoint in one dtype on one device, ready for the decoder."""
+
+    def __init__(self, name: str, model, tokenizer, feature_extractor, device: torch.device, dtype: torch.dtype) -> None:
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.feature_extractor = feature_extractor
+        self.device = device
+        self.dtype = dtype
+        config = model.generation_config
+        self.tokens = SpecialTokens.from_generation_config(config)
+        self.suppress_tokens: tuple[int, ...] = tuple(config.suppress_tokens or ())
+        self.begin_suppress_tokens: tuple[int, ...] = tuple(config.begin_suppress_tokens or ())
+        heads = getattr(config, "alignment_heads", None)
+        if not heads:  # openai/whisper's default: every head of the last half of the layers
+            layers, per_layer = model.config.decoder_layers, model.config.decoder_attention_heads
+            heads = [[layer, head] for layer in range(layers // 2, layers) for head in range(per_layer)]
+        self.alignment_heads: tuple[tuple[int, int], ...] = tuple((int(layer), int(head)) for layer, head in heads)
+        self.max_target_positions = model.config.max_target_positions
+
+    @property
+    def attention(self) -> str:
+        """The attention implementation the encoder really uses (the decoder is ours: sdpa)."""
+        return str(getattr(self.model.config, "_attn_implementation", "eager"))
+
+    @classmethod
+    def load(cls, path: str, device: torch.device, dtype: torch.dtype, attention: str) -> "LoadedModel":
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        try:
+            processor = WhisperProcessor.from_pretrained(path)
+            model = WhisperForConditionalGeneration.from_pretrained(
+                path, dtype=dtype, attn_implementation=attention, low_cpu_mem_usage=True
+            )
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"cannot load model {path!r}: {error}") from None
+        model.to(device)
+        model.eval()
+        return cls(path, model, processor.tokenizer, processor.feature_extractor, device, dtype)
+
+    def log_mel(self, pieces: list[np.ndarray]) -> torch.Tensor:
+        """Log-mel spectrograms of up to 30 s of audio each, padded with silence to 30 s:
+        (pieces, mel bins, 3000) on the CPU in float32."""
+        features = self.feature_extractor(
+            [piece.astype(np.float32, copy=False) for piece in pieces], sampling_rate=SAMPLE_RATE,
+            return_tensors="pt", padding="max_length", truncation=True,
+            device="cuda" if self.device.type == "cuda" else "cpu",
+        ).input_features
+        return features.float().cpu()
+
+    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        """Encoder states (batch, 1500, width) on the device."""
+        return self.model.get_encoder()(mel.to(self.device, self.dtype)).last_hidden_state
+
+    def text_tokens(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode_text(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode([token for token in tokens if token < self.tokens.end_of_text])
