@@ -55,6 +55,11 @@ def test_api_keys_are_split_on_commas(tmp_path):
         ("[model]\nname = m\ndevice = tpu\n", "[model] device"),
         ("[model]\nname = m\ndtype = float64\n", "[model] dtype"),
         ("[model]\nname = m\nattention = flash\n", "[model] attention"),
+        ("[model]\nname = m\nstrategy = whisperx\n", "[model] strategy"),
+        ("[model]\nname = m\nvad_threshold = 1.5\n", "[model] vad_threshold"),
+        ("[model]\nname = m\nvad_min_silence_ms = half\n", "[model] vad_min_silence_ms"),
+        ("[model]\nname = m\nvad_speech_pad_ms = -5\n", "[model] vad_speech_pad_ms"),
+        ("[model]\nname = m\nvad_max_chunk_seconds = 45\n", "[model] vad_max_chunk_seconds"),
         ("[deployment:x]\nlanguage = klingon\n", "[deployment:x] language"),
         ("[deployment:x]\ntemperature = 3\n", "[deployment:x] temperature"),
         ("[typo]\nkey = 1\n", "[typo]"),
@@ -69,6 +74,16 @@ def test_bad_values_name_file_section_and_key(tmp_path, text, named):
     message = str(raised.value)
     assert str(path) in message and named in message
     assert "\n" not in message
+
+
+def test_vad_strategy_and_its_settings_are_read(tmp_path):
+    text = (
+        "[model]\nname = m\nstrategy = vad\nvad_threshold = 0.35\nvad_min_silence_ms = 800\n"
+        "vad_speech_pad_ms = 100\nvad_max_chunk_seconds = 20\n"
+    )
+    model = load_settings(write_ini(tmp_path, MINIMAL + text)).model
+    assert (model.strategy, model.vad_threshold, model.vad_min_silence_ms) == ("vad", 0.35, 800)
+    assert (model.vad_speech_pad_ms, model.vad_max_chunk_seconds) == (100, 20.0)
 
 
 def test_missing_model_name_is_required(tmp_path):

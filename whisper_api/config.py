@@ -14,7 +14,7 @@ CONFIG_ENV_VARIABLE = "WHISPER_API_CONFIG"
 DEVICES = ("auto", "directml", "cuda", "cpu")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
-STRATEGIES = ("auto", "sequential", "chunked")
+STRATEGIES = ("auto", "vad", "sequential", "chunked")
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
 
 T = TypeVar("T")
@@ -56,6 +56,12 @@ class ModelSettings:
     beam_size: int = 1
     max_audio_seconds: float = 7200.0
     warmup: bool = True
+    # The vad strategy's speech detection and chunking (whisper_api/inference/vad.py explains
+    # each default).
+    vad_threshold: float = 0.5
+    vad_min_silence_ms: int = 500
+    vad_speech_pad_ms: int = 200
+    vad_max_chunk_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,14 @@ class _SettingsReader:
                 "model", "max_audio_seconds", float, ModelSettings.max_audio_seconds, 1, 86400
             ),
             warmup=self.boolean("model", "warmup", ModelSettings.warmup),
+            vad_threshold=self.number("model", "vad_threshold", float, ModelSettings.vad_threshold, 0.01, 0.99),
+            vad_min_silence_ms=self.number(
+                "model", "vad_min_silence_ms", int, ModelSettings.vad_min_silence_ms, 0, 10000
+            ),
+            vad_speech_pad_ms=self.number("model", "vad_speech_pad_ms", int, ModelSettings.vad_speech_pad_ms, 0, 2000),
+            vad_max_chunk_seconds=self.number(
+                "model", "vad_max_chunk_seconds", float, ModelSettings.vad_max_chunk_seconds, 1, 30
+            ),
         )
         deployments = self.deployments()
         return Settings(server=server, auth=auth, model=model, deployments=deployments, source=str(self.path))

@@ -1,0 +1,110 @@
+"""Speech regions -> chunks the model decodes one at a time: at most max_chunk_seconds each,
+as few as the speech allows, cut at the longest pauses.
+
+Whisper encodes every chunk as a full 30 s window, so the number of chunks is what a clip
+costs; among the plans with the fewest chunks the one whose shortest cut pause is longest wins
+(then the one with the most pause at its cuts). A region longer than a chunk is first cut inside
+speech at the least speech-like frame of the last CUT_WINDOW_SECONDS before the limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .vad import FRAME_SECONDS, SpeechRegion, VadOptions
+
+# Added around a chunk's speech (its regions are padded already): the model hears a little
+# room before the first word and after the last, as it would in a 30 s window of a recording.
+CHUNK_PAD_SECONDS = 0.2
+# Where a region too long for one chunk is cut: the quietest frame in this window before the
+# limit. Read Japanese breathes every 2-4 s, so 4 s nearly always holds a pause between phrases.
+CUT_WINDOW_SECONDS = 4.0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Audio from start to end (seconds in the clip) holding the given speech regions."""
+
+    start: float
+    end: float
+    regions: tuple[SpeechRegion, ...]
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def plan_chunks(
+    regions: list[SpeechRegion], probabilities: np.ndarray, duration: float, options: VadOptions
+) -> list[Chunk]:
+    """Chunks in order, not overlapping, inside [0, duration], each at most
+    options.max_chunk_seconds long, together holding every region."""
+    limit = options.max_chunk_seconds - 2 * CHUNK_PAD_SECONDS
+    pieces = [piece for region in regions for piece in split_long_region(region, probabilities, limit)]
+    if not pieces:
+        return []
+    groups = _fewest_groups_cut_at_longest_pauses(pieces, limit)
+    chunks: list[Chunk] = []
+    for index, group in enumerate(groups):
+        first, last = group[0], group[-1]
+        previous_end = groups[index - 1][-1].end if index else None
+        next_start = groups[index + 1][0].start if index + 1 < len(groups) else None
+        start = first.start - CHUNK_PAD_SECONDS
+        start = max(start, 0.0 if previous_end is None else (previous_end + first.start) / 2)
+        end = last.end + CHUNK_PAD_SECONDS
+        end = min(end, duration if next_start is None else (last.end + next_start) / 2)
+        chunks.append(Chunk(round(max(start, 0.0), 3), round(min(end, duration), 3), tuple(group)))
+    return chunks
+
+
+def split_long_region(region: SpeechRegion, probabilities: np.ndarray, limit: float) -> list[SpeechRegion]:
+    """The region itself, or pieces of at most `limit` seconds cut at the frame with the lowest
+    speech probability in the CUT_WINDOW_SECONDS before each piece's limit."""
+    pieces: list[SpeechRegion] = []
+    start = region.start
+    while region.end - start > limit:
+        window_end = start + limit
+        window_start = max(start + limit / 2, window_end - CUT_WINDOW_SECONDS)
+        first_frame = int(np.ceil(window_start / FRAME_SECONDS))
+        last_frame = min(int(window_end / FRAME_SECONDS), len(probabilities))
+        if last_frame > first_frame:
+            quietest = first_frame + int(np.argmin(probabilities[first_frame:last_frame]))
+            cut = min((quietest + 0.5) * FRAME_SECONDS, window_end)
+        else:  # no probabilities for this stretch: cut at the limit
+            cut = window_end
+        cut = round(cut, 3)
+        pieces.append(SpeechRegion(start, cut))
+        start = cut
+    pieces.append(SpeechRegion(start, region.end))
+    return pieces
+
+
+def _fewest_groups_cut_at_longest_pauses(pieces: list[SpeechRegion], limit: float) -> list[list[SpeechRegion]]:
+    """Consecutive pieces grouped so that each group spans at most `limit` seconds: fewest
+    groups, then the longest shortest cut pause, then the most pause at the cuts (a dynamic
+    programme over where each group starts; a group reaches back at most `limit` seconds)."""
+    count = len(pieces)
+    # best[j]: the best plan for pieces[:j] as (groups, -shortest cut pause, -total cut pause)
+    best: list[tuple[int, float, float]] = [(0, -float("inf"), 0.0)] + [(count + 1, 0.0, 0.0)] * count
+    start_of_last: list[int] = [0] * (count + 1)
+    for end in range(1, count + 1):
+        for first in range(end - 1, -1, -1):
+            if pieces[end - 1].end - pieces[first].start > limit + 0.001:
+                break
+            groups, negative_shortest, negative_total = best[first]
+            if first:
+                pause = pieces[first].start - pieces[first - 1].end
+                candidate = (groups + 1, max(negative_shortest, -pause), negative_total - pause)
+            else:
+                candidate = (1, -float("inf"), 0.0)
+            if candidate < best[end]:
+                best[end], start_of_last[end] = candidate, first
+    groups: list[list[SpeechRegion]] = []
+    end = count
+    while end:
+        first = start_of_last[end]
+        groups.append(pieces[first:end])
+        end = first
+    return groups[::-1]
