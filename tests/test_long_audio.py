@@ -1,6 +1,5 @@
 """Long audio: both strategies transcribe a clip of known sentences at known offsets whole, with
-segment timestamps in order, inside the audio and on the speech; loops are cut; `auto` picks by
-device."""
+segment timestamps in order, inside the audio and on the speech; loops are cut; `auto` is vad."""
 
 from __future__ import annotations
 
@@ -11,9 +10,9 @@ import numpy as np
 import pytest
 
 from tests.support.speech import MEETING_SENTENCES, SAMPLE_RATE, character_error_rate, concatenate, japanese_speech
-from whisper_api.chunked import ChunkedDecoder, ChunkedOptions, plan_windows, repeated_head_length
-from whisper_api.decoding import FRAMES_PER_SECOND, WINDOW_FRAMES, WindowResult
 from whisper_api.engine import Engine, resolve_strategy
+from whisper_api.inference.decoder import Decoded
+from whisper_api.inference.segments import renumbered
 from whisper_api.repetition import trim_repetition
 from whisper_api.transcript import Segment, Transcript, TranscriptionJob
 
@@ -22,7 +21,7 @@ from whisper_api.transcript import Segment, Transcript, TranscriptionJob
 SENTENCES = MEETING_SENTENCES[:12]
 PAUSE_SECONDS = 35.0  # longer than a window: at least one window hears nothing but the noise floor
 NOISE_DBFS = -50.0  # above the -60 dBFS silence gate, so the model itself must find no speech
-# Measured with whisper base, greedy, on CPU: 0.08 (sequential) and 0.09 (chunked).
+# Measured with whisper base, greedy, on CPU: 0.08 (sequential, vad).
 CLIP_CER_LIMIT = 0.2
 # A sentence counts as heard where its segment has most of its characters, in order.
 SENTENCE_COVERAGE_LIMIT = 0.7
@@ -30,7 +29,7 @@ SENTENCE_COVERAGE_LIMIT = 0.7
 # after a long pause may start the segment at the window's start: allow for both.
 TIME_TOLERANCE_SECONDS = 0.5
 
-STRATEGIES = ("sequential", "chunked")
+STRATEGIES = ("vad", "sequential")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +58,8 @@ def long_clip() -> LongClip:
 
 @pytest.fixture(scope="module")
 def engines(engine: Engine, model_settings) -> dict[str, Engine]:
-    """The session's model under each strategy (one pipeline, loaded once)."""
-    return {
-        strategy: Engine(dataclasses.replace(model_settings, strategy=strategy), engine.device, engine.pipeline, 0.0)
-        for strategy in STRATEGIES
-    }
+    """The session's model under each strategy (one model, loaded once)."""
+    return {strategy: engine.with_settings(strategy=strategy) for strategy in STRATEGIES}
 
 
 @pytest.fixture(scope="module")
@@ -132,107 +128,82 @@ def test_no_text_is_invented_in_a_long_pause(transcripts, long_clip, strategy):
     assert inside == []
 
 
-def test_chunked_detects_the_language_and_matches_the_short_clip(engines):
+def test_vad_detects_the_language_and_matches_the_short_clip(engines):
     samples, _ = concatenate(*[japanese_speech(text) for text in SENTENCES[:3]])
-    transcript = engines["chunked"].transcribe(TranscriptionJob(samples=samples))
+    transcript = engines["vad"].transcribe(TranscriptionJob(samples=samples))
     assert transcript.language == "ja"
     assert character_error_rate("".join(SENTENCES[:3]), transcript.text) <= CLIP_CER_LIMIT, transcript.text
 
 
-def test_chunked_gives_word_timestamps_through_the_sequential_loop(engines):
-    samples = japanese_speech(SENTENCES[0])
-    transcript = engines["chunked"].transcribe(TranscriptionJob(samples=samples, language="ja", word_timestamps=True))
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_word_timestamps_lie_inside_their_segments(engines, strategy):
+    samples, _ = concatenate(*[japanese_speech(text) for text in SENTENCES[:2]], gap_seconds=1.0)
+    transcript = engines[strategy].transcribe(TranscriptionJob(samples=samples, language="ja", word_timestamps=True))
     assert transcript.words
+    for segment in transcript.segments:
+        assert segment.words
+        assert all(segment.start <= word.start <= word.end <= segment.end for word in segment.words)
+    assert "".join(word.word for word in transcript.words).replace(" ", "") == transcript.text.replace(" ", "")
 
 
 def test_batch_size_does_not_change_what_is_heard(engine, long_clip):
-    """Windows decoded one at a time and eight at a time give the same text (up to the numeric
+    """Chunks decoded one at a time and eight at a time give the same text (up to the numeric
     noise of batched matrix products)."""
-    pause_start, pause_end = (round(seconds * SAMPLE_RATE) for seconds in long_clip.pause)
-    samples = np.concatenate([long_clip.samples[:pause_start], long_clip.samples[pause_end:]])  # two windows
     texts = [
-        ChunkedDecoder(engine.decoder, ChunkedOptions(batch_size=batch_size)).transcribe(
-            TranscriptionJob(samples=samples, language="ja")
-        )[1]
+        engine.with_settings(strategy="vad", batch_size=batch_size).transcribe(
+            TranscriptionJob(samples=long_clip.samples, language="ja")
+        ).text
         for batch_size in (1, 8)
     ]
-    one, eight = ("".join(segment.text for segment in segments) for segments in texts)
-    assert character_error_rate(one, eight) <= 0.05, (one, eight)
+    assert character_error_rate(texts[0], texts[1]) <= 0.05, texts
 
 
-@pytest.mark.parametrize(
-    ("requested", "device", "expected"),
-    [
-        ("auto", "cpu", "sequential"),
-        ("auto", "cuda", "chunked"),
-        ("auto", "directml", "chunked"),
-        ("sequential", "cuda", "sequential"),
-        ("chunked", "cpu", "chunked"),
-    ],
-)
-def test_auto_strategy_is_chunked_on_a_gpu_and_sequential_on_the_cpu(requested, device, expected):
-    assert resolve_strategy(requested, device) == expected
+@pytest.mark.parametrize("device", ["cpu", "cuda", "directml"])
+def test_auto_strategy_is_vad_on_every_device(device):
+    assert resolve_strategy("auto", device) == "vad"
+    assert resolve_strategy("sequential", device) == "sequential"
 
 
 def test_engine_reports_its_strategy(engines):
     assert {name: engine.info.strategy for name, engine in engines.items()} == {
-        "sequential": "sequential", "chunked": "chunked"
+        "vad": "vad", "sequential": "sequential"
     }
 
 
-@pytest.mark.parametrize("seconds", [0.5, 29.9, 30.0, 30.1, 55.0, 3600.0])
-def test_windows_cover_the_audio_with_overlap(seconds):
-    content = round(seconds * FRAMES_PER_SECOND)
-    overlap = 5 * FRAMES_PER_SECOND
-    windows = plan_windows(content, overlap)
-    assert windows[0].start_frame == 0
-    assert windows[-1].start_frame + windows[-1].frames == content
-    assert all(window.frames <= WINDOW_FRAMES for window in windows)
-    for earlier, later in zip(windows, windows[1:]):
-        assert later.start_frame == earlier.start_frame + WINDOW_FRAMES - overlap
-
-
 def test_a_loop_is_kept_once_and_closed_by_its_timestamp(engine):
-    tokenizer = engine.pipeline.tokenizer
-    timestamp_begin = engine.decoder.timestamp_begin
+    tokenizer = engine.model.tokenizer
+    timestamp_begin = engine.model.tokens.timestamp_begin
     phrase = tokenizer.encode("ありがとうございます。", add_special_tokens=False)
     tokens = [timestamp_begin]
     for index in range(10):
         tokens += phrase + [timestamp_begin + 100 * (index + 1)] * 2
-    trimmed = trim_repetition(tokens, engine.decoder.end_of_text)
+    trimmed = trim_repetition(tokens, engine.model.tokens.end_of_text)
     assert trimmed == [timestamp_begin, *phrase, timestamp_begin + 100]
 
 
 @pytest.mark.parametrize("text", ["はい、はい、はい。", "もしもし、聞こえますか。もしもし。", "ラララ、ラララ、ラララ。"])
 def test_ordinary_repetition_is_left_alone(engine, text):
-    tokens = engine.pipeline.tokenizer.encode(text, add_special_tokens=False)
-    assert trim_repetition(tokens, engine.decoder.end_of_text) == tokens
-
-
-def test_a_seam_drops_only_the_words_heard_twice():
-    tail = [1, 2, 3, 4, 5, 6]
-    assert repeated_head_length(tail, [4, 5, 6, 7, 8]) == 3
-    assert repeated_head_length(tail, [9, 4, 5, 6, 7]) == 4  # a cut-off word before the repeat goes too
-    assert repeated_head_length(tail, [7, 8, 9]) == 0
+    tokens = engine.model.tokenizer.encode(text, add_special_tokens=False)
+    assert trim_repetition(tokens, engine.model.tokens.end_of_text) == tokens
 
 
 def test_text_sampled_where_the_model_hears_no_speech_counts_as_silence(engine):
     """openai/whisper's rule needs a low log-probability too; a pause can still yield sampled text
     that scores well ("このように、" x4 at temperature 0.2, no-speech 0.99, log-probability -0.97)."""
-    decoder = engine.decoder
-    sampled_after_greedy_failed = WindowResult([1, 2, 3], 0.2, -0.97, 2.0)
-    greedy = WindowResult([1, 2, 3], 0.0, -0.97, 2.0)
-    assert decoder.is_silence(0.99, sampled_after_greedy_failed, requested_temperature=0.0)
-    assert not decoder.is_silence(0.99, greedy, requested_temperature=0.0)
-    assert not decoder.is_silence(0.99, sampled_after_greedy_failed, requested_temperature=0.2)  # asked for
-    assert not decoder.is_silence(0.3, sampled_after_greedy_failed, requested_temperature=0.0)  # speech heard
+    fallback = engine.long_form.clip.fallback
+
+    def result(temperature: float, no_speech_prob: float) -> Decoded:
+        return Decoded([1, 2, 3], -0.97, no_speech_prob, temperature, 2.0)
+
+    assert fallback.is_silence(result(0.2, 0.99), requested_temperature=0.0)
+    assert not fallback.is_silence(result(0.0, 0.99), requested_temperature=0.0)
+    assert not fallback.is_silence(result(0.2, 0.99), requested_temperature=0.2)  # asked for
+    assert not fallback.is_silence(result(0.2, 0.3), requested_temperature=0.0)  # speech heard
 
 
 def test_a_segment_never_starts_before_the_one_before_it_ends():
-    from whisper_api.decoding import _renumbered
-
     # 12.34 s + 5.6 s and 17.94 s differ in the last bit of a float: the sum comes out later
     later = Segment(0, 1794, 12.34 + 5.6, 19.0, "次の文。", [1], 0.0, -0.2, 1.1, 0.01)
-    placed = _renumbered(later, 4, duration=60.0, previous_end=17.940000000000005)
+    placed = renumbered(later, 4, duration=60.0, previous_end=17.940000000000005)
     assert placed.id == 4
     assert placed.start >= 17.940000000000005 and placed.end == 19.0

@@ -1,4 +1,4 @@
-"""The process-wide Whisper pipeline: device choice, loading once, the lock, transcribe(job)."""
+"""The process-wide Whisper engine: device choice, loading once, the queue, transcribe(job)."""
 
 from __future__ import annotations
 
@@ -6,29 +6,27 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
-import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE
-from .chunked import ChunkedDecoder, ChunkedOptions
+from .audio import decode
 from .config import ModelSettings
-from .decoding import DecodingOptions, SequentialDecoder
 from .devices import DeviceChoice, bfloat16_is_native, choose_device, dtype_problem, release_memory, resolve_dtype
+from .inference.decoder import Decoder
+from .inference.fallback import FallbackDecoder, QualityOptions
+from .inference.long_form import ClipDecoding, SequentialStrategy, VadStrategy
+from .inference.model import TORCH_DTYPES, LoadedModel, ModelLoadError
+from .inference.vad import SpeechDetector, VadOptions
 from .languages import UnsupportedLanguage
 from .model_queue import ModelQueue
 from .transcript import Transcript, TranscriptionJob
 
 log = logging.getLogger(__name__)
 
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+__all__ = ["Engine", "EngineInfo", "ModelLoadError", "resolve_strategy"]
 
-
-SAMPLING_SEED = 0
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded (missing, not a Whisper checkpoint, no memory)."""
+WARMUP_CLIP = Path(__file__).resolve().parent / "assets" / "doctor_ja.ogg"
 
 
 @dataclass(frozen=True)
@@ -40,55 +38,56 @@ class EngineInfo:
     dtype: str
     attention: str
     load_seconds: float
-    strategy: str = "sequential"
+    strategy: str = "vad"
 
 
 def resolve_strategy(requested: str, device_kind: str) -> str:
-    """`auto` is chunked on a GPU and sequential on the CPU (docs/long-audio.md says why).
+    """`auto` is `vad` on every device: it never decodes silence and batches its chunks, which
+    pays on a CPU as on a GPU (docs/long-audio.md)."""
+    return "vad" if requested == "auto" else requested
 
-    A GPU decodes a batch of windows in about the time of one, so batching pays; a CPU's cores
-    are already busy with one window, so it gains little and would lose the sequential
-    algorithm's conditioning on the previous text.
-    """
-    if requested != "auto":
-        return requested
-    return "sequential" if device_kind == "cpu" else "chunked"
+
+def vad_options(settings: ModelSettings) -> VadOptions:
+    return VadOptions(
+        threshold=settings.vad_threshold, min_silence_ms=settings.vad_min_silence_ms,
+        speech_pad_ms=settings.vad_speech_pad_ms, max_chunk_seconds=settings.vad_max_chunk_seconds,
+    )
 
 
 class Engine:
-    """Owns the one pipeline; `transcribe` runs one job at a time under a lock."""
+    """Owns the one model; `transcribe` runs one job at a time, in arrival order."""
 
-    def __init__(
-        self, settings: ModelSettings, device: DeviceChoice, pipeline, load_seconds: float, max_queue: int = 8
-    ) -> None:
+    def __init__(self, settings: ModelSettings, device: DeviceChoice, model: LoadedModel, load_seconds: float,
+                 max_queue: int = 8, detector: SpeechDetector | None = None, decoder: Decoder | None = None) -> None:
         settings = replace(settings, dtype=resolve_dtype(settings.dtype, device.kind))
         self.settings = settings
         self.device = device
-        self.pipeline = pipeline
-        self.dtype = TORCH_DTYPES[settings.dtype]
+        self.model = model
         self.queue = ModelQueue(max_queue)
-        self.decoder = SequentialDecoder(
-            pipeline.model,
-            pipeline.feature_extractor,
-            pipeline.tokenizer,
-            device.device,
-            self.dtype,
-            DecodingOptions(beam_size=settings.beam_size),
-        )
+        self.decoder = decoder or Decoder(model)
+        self.detector = detector or SpeechDetector(vad_options(settings))
+        if self.detector.options != vad_options(settings):
+            self.detector = SpeechDetector(vad_options(settings))
+        fallback = FallbackDecoder(self.decoder, QualityOptions(beam_size=settings.beam_size))
+        clip = ClipDecoding(model, self.decoder, fallback, self.detector)
         self.strategy = resolve_strategy(settings.strategy, device.kind)
-        self.long_form: SequentialDecoder | ChunkedDecoder = self.decoder
-        if self.strategy == "chunked":
-            self.long_form = ChunkedDecoder(self.decoder, ChunkedOptions(batch_size=settings.batch_size))
+        self.long_form = VadStrategy(clip, settings.batch_size) if self.strategy == "vad" else SequentialStrategy(clip)
         self.info = EngineInfo(
             model=settings.name,
             device=device.kind,
             device_name=device.name,
             device_reason=device.describe(),
             dtype=settings.dtype,
-            attention=settings.attention,
+            attention=model.attention,
             load_seconds=round(load_seconds, 2),
             strategy=self.strategy,
         )
+
+    def with_settings(self, max_queue: int | None = None, **changes) -> "Engine":
+        """Another engine over the same loaded model (tests, benchmarks): other strategy, batch or
+        beam size, queue length."""
+        return Engine(replace(self.settings, **changes), self.device, self.model, self.info.load_seconds,
+                      self.queue.max_waiting if max_queue is None else max_queue, self.detector, self.decoder)
 
     @classmethod
     def load(cls, settings: ModelSettings, max_queue: int = 8) -> "Engine":
@@ -102,8 +101,8 @@ class Engine:
         if settings.dtype == "bfloat16" and device.kind == "cpu" and not bfloat16_is_native():
             log.warning("this CPU has no bfloat16 instructions: dtype = bfloat16 runs slower than float32 here")
         started = time.perf_counter()
-        pipeline = load_pipeline(settings, device)
-        engine = cls(settings, device, pipeline, time.perf_counter() - started, max_queue)
+        model = LoadedModel.load(settings.name, device.device, TORCH_DTYPES[settings.dtype], settings.attention)
+        engine = cls(settings, device, model, time.perf_counter() - started, max_queue)
         log.info("model %s loaded on %s (%s) in %.1f s", settings.name, device.kind, settings.dtype,
                  engine.info.load_seconds)
         if settings.warmup:
@@ -112,13 +111,17 @@ class Engine:
 
     @property
     def supported_languages(self) -> set[str]:
-        return set(self.decoder.language_ids)
+        return set(self.model.tokens.languages)
 
     def warm_up(self) -> None:
-        """Run one second of silence through the model so the first request is not the slow one."""
+        """Transcribe the shipped Japanese clip on the path requests take, so that kernels are
+        compiled and memory allocated before a user waits for them (silence would be skipped
+        before the model ever ran)."""
         started = time.perf_counter()
-        self.transcribe(TranscriptionJob(samples=np.zeros(SAMPLE_RATE, dtype=np.float32), language="en"))
-        log.info("warm-up took %.2f s", time.perf_counter() - started)
+        samples = decode(WARMUP_CLIP.read_bytes()).samples
+        transcript = self.transcribe(TranscriptionJob(samples=samples, language="ja"))
+        log.info("warm-up: %.1f s of speech transcribed in %.2f s (%d segments)", transcript.duration,
+                 time.perf_counter() - started, len(transcript.segments))
 
     def transcribe(self, job: TranscriptionJob, cancelled: Callable[[], bool] | None = None) -> Transcript:
         """Run one job on the model; raises QueueFull at once when too many wait, Cancelled when
@@ -127,10 +130,10 @@ class Engine:
         if job.language is not None and job.language not in self.supported_languages:
             raise UnsupportedLanguage(job.language)
         with self.queue.turn(cancelled):
-            # temperature fallback samples: the same request gets the same answer
-            torch.manual_seed(SAMPLING_SEED)
             try:
-                with torch.inference_mode():
+                # no_grad, not inference_mode: torch-directml cannot move tensors to its device
+                # inside inference_mode ("Cannot set version_counter for inference tensor")
+                with torch.no_grad():
                     language, segments = self.long_form.transcribe(job)
             except BaseException:
                 release_memory(self.device)
@@ -144,31 +147,3 @@ class Engine:
             segments=segments,
             words=[word for segment in segments for word in segment.words] if job.word_timestamps else None,
         )
-
-
-def load_pipeline(settings: ModelSettings, device: DeviceChoice):
-    """transformers' ASR pipeline, the model in the configured dtype and attention, on the device."""
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
-    from transformers.utils import logging as transformers_logging
-
-    # generate() warns on every call about settings we pass on purpose; keep the log readable
-    transformers_logging.set_verbosity_error()
-
-    dtype = TORCH_DTYPES[settings.dtype]
-    try:
-        processor = WhisperProcessor.from_pretrained(settings.name)
-        model = WhisperForConditionalGeneration.from_pretrained(
-            settings.name, dtype=dtype, attn_implementation=settings.attention, low_cpu_mem_usage=True
-        )
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load model {settings.name!r}: {error}") from None
-    model.to(device.device)
-    model.eval()
-    return pipeline(
-        "automatic-speech-recognition",
-        model=model,
-        tokenizer=processor.tokenizer,
-        feature_extractor=processor.feature_extractor,
-        device=device.device,
-        dtype=dtype,
-    )

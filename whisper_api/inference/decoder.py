@@ -64,6 +64,7 @@ class Decoder:
         self.vocabulary_size = self.forward.token_embedding.shape[0]
         self.rules = DecodingRules(model, self.vocabulary_size, model.device, model.dtype)
         self.tokens = model.tokens
+        self.zero = torch.zeros((), device=model.device)
         heads_by_layer: dict[int, list[int]] = {}
         for layer, head in model.alignment_heads:
             heads_by_layer.setdefault(layer, []).append(head)
@@ -203,7 +204,8 @@ class Sampling:
         else:
             chosen = candidates.argmax(dim=-1)
         chosen = chosen.masked_fill(finished, self.decoder.tokens.end_of_text)
-        logprob = candidates.gather(1, chosen.unsqueeze(1)).squeeze(1) - torch.where(forced, timestamp_total, 0.0)
+        renormalise = torch.where(forced, timestamp_total, self.decoder.zero)
+        logprob = candidates.gather(1, chosen.unsqueeze(1)).squeeze(1) - renormalise
         return chosen, logprob.masked_fill(finished, 0.0)
 
 
@@ -252,7 +254,7 @@ class BeamSearch:
             logprobs = logits.log_softmax(dim=-1)
             forced, timestamp_total = rules.timestamp_forced(logprobs)
             logprobs = logprobs.masked_fill(forced.unsqueeze(1) & rules.before_timestamps, NEGATIVE_INFINITY)
-            logprobs = logprobs - torch.where(forced, timestamp_total, 0.0).unsqueeze(1)
+            logprobs = logprobs - torch.where(forced, timestamp_total, decoder.zero).unsqueeze(1)
             scores = (sum_logprobs.unsqueeze(1) + logprobs).view(chunks, beams * vocabulary)
             # at most one end-of-text per hypothesis among 2 * beams: at least `beams` live ones
             top_scores, top_indices = scores.topk(2 * beams, dim=-1)

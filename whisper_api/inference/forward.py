@@ -12,7 +12,7 @@ encoder's keys and values are projected once per batch of chunks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -65,12 +65,15 @@ class Cache:
     cross_keys: list[torch.Tensor]
     cross_values: list[torch.Tensor]
     visible: torch.Tensor  # (1, 1, 1, positions) bool: positions written so far
+    # per layer, the encoder keys of its alignment heads only (word timestamps), made on first use
+    alignment_keys: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep `rows` (beam search reorders its hypotheses), in place of the cache's rows."""
         for tensors in (self.self_keys, self.self_values, self.cross_keys, self.cross_values):
             for index, tensor in enumerate(tensors):
                 tensors[index] = tensor.index_select(0, rows)
+        self.alignment_keys.clear()
 
 
 class TextDecoder:
@@ -150,7 +153,7 @@ class TextDecoder:
             keys, values = cache.cross_keys[index], cache.cross_values[index]
             attended = F.scaled_dot_product_attention(query, keys, values)
             if attention_heads and index in attention_heads:
-                weights[index] = self.attention_weights(query, keys, attention_heads[index])
+                weights[index] = self.attention_weights(query, cache, index, attention_heads[index])
             hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, self.width),
                                        layer.cross_out_t.t(), layer.cross_out_bias)
             normed = self._layer_norm(hidden, layer.mlp_norm)
@@ -158,10 +161,12 @@ class TextDecoder:
                                        layer.fc2_t.t(), layer.fc2_bias)
         return self._layer_norm(hidden, self.final_norm), weights
 
-    def attention_weights(self, query: torch.Tensor, keys: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+    def attention_weights(self, query: torch.Tensor, cache: Cache, layer: int, heads: torch.Tensor) -> torch.Tensor:
         """Softmaxed cross-attention of the given heads only: (rows, heads, queries, frames)."""
+        keys = cache.alignment_keys.get(layer)
+        if keys is None:
+            keys = cache.alignment_keys[layer] = cache.cross_keys[layer].index_select(1, heads)
         query = query.index_select(1, heads)
-        keys = keys.index_select(1, heads)
         scores = torch.matmul(query, keys.transpose(-1, -2)) * (self.head_width**-0.5)
         return scores.float().softmax(dim=-1)
 
@@ -194,7 +199,7 @@ class TextDecoder:
             keys, values = cache.cross_keys[index], cache.cross_values[index]
             attended = F.scaled_dot_product_attention(query, keys, values)
             if attention_heads and index in attention_heads:
-                weights[index] = self.attention_weights(query, keys, attention_heads[index])
+                weights[index] = self.attention_weights(query, cache, index, attention_heads[index])
             hidden = torch.addmm(layer.cross_out_bias, attended.view(rows, self.width), layer.cross_out_t).add_(hidden)
             normed = F.layer_norm(hidden, (self.width,), layer.mlp_norm[0], layer.mlp_norm[1], self.epsilon)
             expanded = F.gelu(torch.addmm(layer.fc1_bias, normed, layer.fc1_t))

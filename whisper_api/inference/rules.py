@@ -21,23 +21,33 @@ NEGATIVE_INFINITY = float("-inf")
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1.0 s: the first segment starts within a second of the chunk
 
 
+# What may follow, per row: anything; text or end-of-text (a pair just closed, or the first
+# timestamp opened the text); a timestamp or end-of-text (text just ended: close it)
+ANYTHING, NO_TIMESTAMP, NO_TEXT = 0, 1, 2
+
+
 @dataclass
 class TimestampState:
-    """Per row, on the device: the last two tokens and the last timestamp emitted."""
+    """Per row, on the device: what may follow, and the lowest timestamp allowed."""
 
-    last: torch.Tensor  # long (rows,)
-    penultimate: torch.Tensor
-    last_timestamp: torch.Tensor  # timestamp_begin - 1 where none yet
+    mode: torch.Tensor  # long (rows,): ANYTHING, NO_TIMESTAMP or NO_TEXT
+    floor: torch.Tensor  # long (rows,): timestamps below this token are forbidden
+    last_was_timestamp: torch.Tensor  # long (rows,): 1 where the last token was a timestamp
 
     def advance(self, chosen: torch.Tensor, timestamp_begin: int) -> "TimestampState":
-        return TimestampState(
-            chosen, self.last, torch.where(chosen >= timestamp_begin, chosen, self.last_timestamp)
-        )
+        """After `chosen`: a timestamp after a timestamp closes a pair (text next, later
+        timestamps only); a timestamp after text opens one (only its closing timestamp, the same
+        or later, or end-of-text next); text leaves anything possible."""
+        is_timestamp = (chosen >= timestamp_begin).long()
+        mode = is_timestamp * (2 - self.last_was_timestamp)
+        # a closing timestamp may repeat the opening one; after a closed pair, strictly later
+        floor = torch.maximum(self.floor, (chosen + self.last_was_timestamp) * is_timestamp)
+        return TimestampState(mode, floor, is_timestamp)
 
     def select(self, rows: torch.Tensor) -> "TimestampState":
         return TimestampState(
-            self.last.index_select(0, rows), self.penultimate.index_select(0, rows),
-            self.last_timestamp.index_select(0, rows),
+            self.mode.index_select(0, rows), self.floor.index_select(0, rows),
+            self.last_was_timestamp.index_select(0, rows),
         )
 
 
@@ -49,10 +59,7 @@ class DecodingRules:
         self.timestamp_begin = tokens.timestamp_begin
         self.end_of_text = tokens.end_of_text
         self.device = device
-        ids = torch.arange(vocabulary_size, device=device)
-        self.ids = ids.unsqueeze(0)  # (1, vocabulary)
-        self.text = self.ids < tokens.end_of_text  # ordinary text tokens
-        self.before_timestamps = self.ids < tokens.timestamp_begin
+        self.before_timestamps = (torch.arange(vocabulary_size) < tokens.timestamp_begin).to(device).unsqueeze(0)
         # never emitted: the configured non-speech tokens and every special token but end-of-text
         # (start of transcript, languages, tasks, no-speech, no-timestamps)
         suppressed = torch.zeros(vocabulary_size, dtype=torch.bool)
@@ -65,26 +72,24 @@ class DecodingRules:
         # (a blank or end-of-text as the first token, which Whisper's begin-suppression forbids,
         # is ruled out with every other non-timestamp)
         self.first_step_suppressed = first.to(device).unsqueeze(0)
+        is_timestamp = torch.arange(vocabulary_size) >= tokens.timestamp_begin
+        is_text = torch.arange(vocabulary_size) < tokens.end_of_text
+        by_mode = torch.stack([suppressed, suppressed | is_timestamp, suppressed | is_text])
+        self.by_mode = by_mode.to(device)  # (modes, vocabulary): forbidden in each mode
+        # token ids where they are timestamps, beyond every floor elsewhere: `< floor` picks the
+        # timestamps below a row's floor and nothing else
+        self.timestamp_ids = torch.where(is_timestamp, torch.arange(vocabulary_size), vocabulary_size + 1).to(device).unsqueeze(0)
 
     def initial_state(self, rows: int) -> TimestampState:
-        none = torch.full((rows,), -1, dtype=torch.long, device=self.device)
-        return TimestampState(none, none, torch.full_like(none, self.timestamp_begin - 1))
+        # before the first token, as if a timestamp came just before: the first one opens the text
+        ones = torch.ones(rows, dtype=torch.long, device=self.device)
+        return TimestampState(ones * ANYTHING, ones * self.timestamp_begin, ones)
 
     def forbidden(self, step: int, state: TimestampState) -> torch.Tensor:
         """(rows, vocabulary) True where a token may not come next at `step` (0 = first sampled)."""
         if step == 0:
             return self.first_step_suppressed
-        last_is_timestamp = (state.last >= self.timestamp_begin).unsqueeze(1)
-        if step == 1:  # a single timestamp so far: its pair partner or text, never end-of-text
-            penultimate_is_timestamp = True
-        else:
-            penultimate_is_timestamp = (state.penultimate >= self.timestamp_begin).unsqueeze(1)
-        # the lowest timestamp allowed: the last one again to close an opened pair, else a later one
-        opened = last_is_timestamp & ~penultimate_is_timestamp if step > 1 else torch.zeros_like(last_is_timestamp)
-        floor = state.last_timestamp.unsqueeze(1) + 1 - opened.long()
-        timestamp_forbidden = (self.ids < floor) | (last_is_timestamp & penultimate_is_timestamp)
-        forbidden = torch.where(self.before_timestamps, opened & self.text, timestamp_forbidden)
-        return forbidden | self.always_suppressed
+        return self.by_mode.index_select(0, state.mode) | (self.timestamp_ids < state.floor.unsqueeze(1))
 
     def timestamp_forced(self, logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows whose timestamps together outweigh every text token, and the timestamps' total

@@ -1,0 +1,119 @@
+"""Our decoding loop against transformers' `generate` on the same chunk, prompt and weights:
+greedy gives the same tokens, beam search the same or a better-scored text, token times within
+0.1 s; the rules hold (timestamps paired and monotonic, first timestamp within a second)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+from tests.support.speech import MEETING_SENTENCES, character_error_rate, concatenate, japanese_speech
+from whisper_api.inference.decoder import DecodingRequest
+from whisper_api.inference.model import SAMPLE_RATE, WINDOW_FRAMES
+
+WORD_TIME_TOLERANCE_SECONDS = 0.1
+# Beam search: ours and transformers' keep different candidate lists (transformers scores with a
+# length penalty and keeps 2 * beams), so the texts may differ; both must read the speech.
+BEAM_CER_LIMIT = 0.15
+
+
+@pytest.fixture(scope="module")
+def chunks(engine) -> dict:
+    """Two chunks: ~28 s of six sentences, and the first two sentences alone (shorter, padded)."""
+    long_audio, _ = concatenate(*[japanese_speech(text) for text in MEETING_SENTENCES[:6]], gap_seconds=0.8)
+    long_audio = long_audio[: 28 * SAMPLE_RATE]
+    short_audio, _ = concatenate(*[japanese_speech(text) for text in MEETING_SENTENCES[6:8]], gap_seconds=0.8)
+    model = engine.model
+    with torch.no_grad():
+        encoded = model.encode(model.log_mel([long_audio, short_audio]))
+    reference = "".join(MEETING_SENTENCES[:6])
+    return {"encoded": encoded, "reference": reference}
+
+
+def transformers_generate(engine, encoded: torch.Tensor, prompt: list[int] | None = None, **arguments):
+    model = engine.model
+    extra = {}
+    if prompt:
+        extra["prompt_ids"] = torch.tensor([model.tokens.start_of_previous, *prompt])
+    with torch.no_grad():
+        return model.model.generate(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoded), language="ja", task="transcribe",
+            return_timestamps=True, force_unique_generate_call=True, return_dict_in_generate=True,
+            max_new_tokens=224, **extra, **arguments,
+        )
+
+
+def prefix(engine, prompt: list[int] | None = None) -> tuple[int, ...]:
+    tokens = engine.model.tokens
+    head = (tokens.start_of_previous, *prompt) if prompt else ()
+    return (*head, tokens.start_of_transcript, tokens.languages["ja"], tokens.transcribe)
+
+
+def generated(sequence: torch.Tensor, prefix_length: int, end_of_text: int) -> list[int]:
+    return [token for token in sequence.tolist()[prefix_length:] if token != end_of_text]
+
+
+@pytest.mark.parametrize("with_prompt", [False, True], ids=["no-prompt", "prompt"])
+def test_greedy_decoding_gives_the_same_tokens_as_transformers_generate(engine, chunks, with_prompt):
+    prompt = engine.model.text_tokens(" 会議の議事録です。") if with_prompt else None
+    encoded = chunks["encoded"]
+    with torch.no_grad():
+        ours = engine.decoder.decode(encoded, DecodingRequest(prefix(engine, prompt)), [WINDOW_FRAMES] * 2)
+    theirs = transformers_generate(engine, encoded, prompt)
+    prefix_length = len(prefix(engine, prompt))
+    end_of_text = engine.model.tokens.end_of_text
+    for row, result in enumerate(ours):
+        expected = generated(theirs["sequences"][row], prefix_length, end_of_text)
+        assert result.tokens == expected
+        assert len(result.tokens) > 20
+
+
+def test_beam_search_reads_the_speech_as_well_as_transformers_beam_search(engine, chunks):
+    encoded = chunks["encoded"][:1]
+    with torch.no_grad():
+        ours = engine.decoder.decode(encoded, DecodingRequest(prefix(engine), beam_size=2), [WINDOW_FRAMES])[0]
+    theirs = transformers_generate(engine, encoded, num_beams=2)
+    their_text = engine.model.decode_text(generated(theirs["sequences"][0], 3, engine.model.tokens.end_of_text))
+    our_text = engine.model.decode_text(ours.tokens)
+    assert character_error_rate(chunks["reference"], our_text) <= max(
+        BEAM_CER_LIMIT, character_error_rate(chunks["reference"], their_text) + 0.02
+    )
+    greedy = engine.decoder.decode(encoded, DecodingRequest(prefix(engine)), [WINDOW_FRAMES])[0]
+    assert ours.avg_logprob >= greedy.avg_logprob - 0.05  # the beam finds at least as likely a text
+
+
+def test_token_times_match_transformers_within_a_tenth_of_a_second(engine, chunks):
+    encoded = chunks["encoded"][:1]
+    with torch.no_grad():
+        ours = engine.decoder.decode(encoded, DecodingRequest(prefix(engine), word_timestamps=True), [WINDOW_FRAMES])[0]
+    theirs = transformers_generate(engine, encoded, return_token_timestamps=True)
+    assert generated(theirs["sequences"][0], 3, engine.model.tokens.end_of_text) == ours.tokens
+    their_ends = theirs["token_timestamps"][0].tolist()[3 : 3 + len(ours.tokens)]
+    our_ends = [end for _, end in ours.token_spans]
+    assert np.max(np.abs(np.array(our_ends) - np.array(their_ends))) <= WORD_TIME_TOLERANCE_SECONDS
+
+
+def test_timestamps_come_in_increasing_pairs_and_start_within_a_second(engine, chunks):
+    timestamp_begin = engine.model.tokens.timestamp_begin
+    with torch.no_grad():
+        results = engine.decoder.decode(chunks["encoded"], DecodingRequest(prefix(engine)), [WINDOW_FRAMES] * 2)
+    for result in results:
+        tokens = result.tokens
+        assert timestamp_begin <= tokens[0] <= timestamp_begin + 50
+        stamps = [token for token in tokens if token >= timestamp_begin]
+        assert stamps == sorted(stamps)
+        # between two text runs there are exactly two timestamps (one closing, one opening)
+        runs = "".join("t" if token >= timestamp_begin else "x" for token in tokens)
+        assert all(len(run) == 2 for run in runs.strip("t").split("x") if run)
+
+
+def test_sampling_is_reproducible_with_the_same_generator_and_reads_the_speech(engine, chunks):
+    encoded = chunks["encoded"][:1]
+    request = DecodingRequest(prefix(engine), temperature=0.4)
+    with torch.no_grad():
+        first = engine.decoder.decode(encoded, request, [WINDOW_FRAMES], torch.Generator().manual_seed(1))[0]
+        second = engine.decoder.decode(encoded, request, [WINDOW_FRAMES], torch.Generator().manual_seed(1))[0]
+    assert first.tokens == second.tokens
+    assert character_error_rate(chunks["reference"], engine.model.decode_text(first.tokens)) < 0.3

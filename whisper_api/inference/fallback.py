@@ -1,0 +1,84 @@
+"""Decoding with openai/whisper's quality checks: temperature fallback and the no-speech rule.
+
+A batch of chunks is decoded at the request's temperature; the rows whose text loops (compression
+ratio) or that the model is unsure of (average log probability) are decoded again, together, at
+the next temperature, until they pass or the schedule ends. A row the model hears no speech in
+(no-speech probability over its threshold) while its text fails the checks is silence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..repetition import trim_repetition
+from .decoder import Decoded, Decoder, DecodingRequest
+
+
+@dataclass(frozen=True)
+class QualityOptions:
+    beam_size: int = 1
+    compression_ratio_threshold: float = 2.4
+    logprob_threshold: float = -1.0
+    no_speech_threshold: float = 0.6
+    temperature_increment: float = 0.2
+
+
+def temperature_schedule(start: float, increment: float) -> list[float]:
+    temperatures = [round(start, 2)]
+    while temperatures[-1] + increment <= 1.0 + 1e-6:
+        temperatures.append(round(temperatures[-1] + increment, 2))
+    return temperatures
+
+
+class FallbackDecoder:
+    def __init__(self, decoder: Decoder, options: QualityOptions) -> None:
+        self.decoder = decoder
+        self.options = options
+
+    def is_silence(self, result: Decoded, requested_temperature: float) -> bool:
+        """openai/whisper's rule (the model hears no speech and is unsure of what it wrote), plus
+        ours: where it hears no speech and greedy decoding already failed the checks, text sampled
+        at a higher temperature is invented."""
+        if result.no_speech_prob <= self.options.no_speech_threshold:
+            return False
+        return result.avg_logprob < self.options.logprob_threshold or result.temperature > requested_temperature
+
+    def needs_fallback(self, result: Decoded, requested_temperature: float) -> bool:
+        if self.is_silence(result, requested_temperature):
+            return False  # skipped anyway: no retry
+        return (result.compression_ratio > self.options.compression_ratio_threshold
+                or result.avg_logprob < self.options.logprob_threshold)
+
+    def decode(self, encoded: torch.Tensor, frames: list[int], prefix: tuple[int, ...], temperature: float,
+               word_timestamps: bool, generator: torch.Generator, first_temperature_forced: bool = False,
+               ) -> list[Decoded]:
+        """Each row decoded at the first temperature it passes the checks at (or the last one),
+        its repeats trimmed. `first_temperature_forced` starts one step up the schedule."""
+        schedule = temperature_schedule(temperature, self.options.temperature_increment)
+        if first_temperature_forced and len(schedule) > 1:
+            schedule = schedule[1:]
+        results: list[Decoded | None] = [None] * encoded.shape[0]
+        pending = list(range(encoded.shape[0]))
+        for current in schedule:
+            rows = torch.tensor(pending, device=encoded.device)
+            request = DecodingRequest(prefix, current, self.options.beam_size if current == 0 else 1, word_timestamps)
+            decoded = self.decoder.decode(encoded.index_select(0, rows) if len(pending) < encoded.shape[0] else encoded,
+                                          request, [frames[row] for row in pending], generator)
+            still: list[int] = []
+            for row, result in zip(pending, decoded):
+                results[row] = result
+                if self.needs_fallback(result, temperature):
+                    still.append(row)
+            pending = still
+            if not pending:
+                break
+        end_of_text = self.decoder.tokens.end_of_text
+        finished = []
+        for result in results:
+            assert result is not None
+            tokens = trim_repetition(result.tokens, end_of_text)  # every temperature looped: keep it once
+            spans = result.token_spans[: len(tokens)] if result.token_spans is not None else None
+            finished.append(replace(result, tokens=tokens, token_spans=spans))
+        return finished

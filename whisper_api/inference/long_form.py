@@ -1,0 +1,285 @@
+"""Long-form strategies: a clip of any length -> language and segments, in order.
+
+`vad` (the default): Silero VAD finds the speech; it is cut into chunks of at most 30 s at the
+longest pauses; chunks are decoded `batch_size` at a time, each on its own with the request's
+prompt (never conditioned on the previous chunk's text: a model that repeats the previous text
+over new audio is how sentences get lost), and their segments are mapped back to the clip and
+held to the speech they cover. A chunk whose text stops short of its speech is decoded again from
+where the text stopped.
+
+`sequential`: openai/whisper's loop, one 30 s window after another, conditioned on the previous
+text; the VAD lets it jump over silence and never consume a window past speech the model did not
+transcribe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ..transcript import Segment, TranscriptionJob
+from .chunks import Chunk, plan_chunks
+from .decoder import MAX_NEW_TOKENS, Decoded, Decoder
+from .fallback import FallbackDecoder
+from .model import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, WINDOW_SAMPLES, WINDOW_SECONDS, LoadedModel
+from .segments import ChunkText, renumbered, split_segments
+from .vad import FRAME_SECONDS, SpeechDetector, SpeechRegion
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPT_TOKENS = 448 - MAX_NEW_TOKENS - 4 - 1  # room for <|startofprev|> and the task tokens
+SAMPLING_SEED = 0
+# Text that stops this long before its chunk's speech ends leaves speech untranscribed.
+UNCOVERED_SPEECH_SECONDS = 1.0
+MAX_RESUMES_PER_CHUNK = 3
+# Empty text over speech the VAD is this sure of (mean frame probability) is decoded again.
+CONFIDENT_SPEECH = 0.8
+# A segment edge in a pause moves to the speech, unless that would move it further than this.
+SNAP_LIMIT_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    report: Callable[[int, int], None] | None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.report is not None:
+            self.report(done, total)
+
+
+class ClipDecoding:
+    """What both strategies share: prefixes, language detection, chunk decoding with fallback."""
+
+    def __init__(self, model: LoadedModel, decoder: Decoder, fallback: FallbackDecoder, detector: SpeechDetector) -> None:
+        self.model = model
+        self.decoder = decoder
+        self.fallback = fallback
+        self.detector = detector
+
+    def prefix(self, language: str, task: str, context: list[int]) -> tuple[int, ...]:
+        tokens = self.model.tokens
+        head = (tokens.start_of_previous, *context[-MAX_PROMPT_TOKENS:]) if context else ()
+        return (*head, tokens.start_of_transcript, tokens.languages[language], tokens.task(task))
+
+    def prompt_tokens(self, job: TranscriptionJob) -> list[int]:
+        return self.model.text_tokens(" " + job.prompt.strip()) if job.prompt and job.prompt.strip() else []
+
+    def detect_language(self, encoded: torch.Tensor) -> str:
+        """The language most probable over the given chunks together."""
+        probabilities = self.decoder.language_probabilities(encoded).mean(dim=0)
+        return list(self.model.tokens.languages)[int(probabilities.argmax())]
+
+    def encode(self, pieces: list[np.ndarray]) -> torch.Tensor:
+        return self.model.encode(self.model.log_mel(pieces))
+
+
+class VadStrategy:
+    name = "vad"
+
+    def __init__(self, clip: ClipDecoding, batch_size: int) -> None:
+        self.clip = clip
+        self.batch_size = batch_size
+
+    def transcribe(self, job: TranscriptionJob) -> tuple[str, list[Segment]]:
+        samples = job.samples
+        detector = self.clip.detector
+        probabilities = detector.frame_probabilities(samples)
+        regions = detector.regions(samples, probabilities)
+        chunks = plan_chunks(regions, probabilities, job.duration, detector.options)
+        progress = Progress(job.on_progress)
+        progress(0, len(chunks))
+        language = job.language
+        prompt = self.clip.prompt_tokens(job)
+        generator = torch.Generator().manual_seed(SAMPLING_SEED)
+        texts: list[tuple[Chunk, ChunkText]] = []
+        for first in range(0, len(chunks), self.batch_size):
+            batch = chunks[first : first + self.batch_size]
+            encoded = self.clip.encode([self.audio(samples, chunk.start, chunk.end) for chunk in batch])
+            if language is None:
+                language = self.clip.detect_language(encoded)
+            decoded = self.clip.fallback.decode(
+                encoded, [self.frames(chunk.start, chunk.end) for chunk in batch],
+                self.clip.prefix(language, job.task, prompt), job.temperature, job.word_timestamps, generator,
+            )
+            for chunk, result in zip(batch, decoded):
+                texts.extend(self.covered(job, chunk, result, language, prompt, probabilities, generator))
+            progress(min(first + len(batch), len(chunks)), len(chunks))
+        segments: list[Segment] = []
+        for chunk, text in texts:
+            for segment in text.segments:
+                segment = held_to_speech(segment, chunk.regions)
+                previous_end = segments[-1].end if segments else 0.0
+                segments.append(renumbered(segment, len(segments), job.duration, previous_end))
+        return language or "en", segments
+
+    @staticmethod
+    def audio(samples: np.ndarray, start: float, end: float) -> np.ndarray:
+        return samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+
+    @staticmethod
+    def frames(start: float, end: float) -> int:
+        return min(round((end - start) * FRAMES_PER_SECOND), WINDOW_SECONDS * FRAMES_PER_SECOND)
+
+    def chunk_text(self, result: Decoded, start: float, end: float, language: str, job: TranscriptionJob
+                   ) -> ChunkText:
+        if self.clip.fallback.is_silence(result, job.temperature):
+            return ChunkText([], False, 0.0)
+        return split_segments(self.clip.model, result, start, end - start, language)
+
+    def covered(self, job: TranscriptionJob, chunk: Chunk, result: Decoded, language: str, prompt: list[int],
+                probabilities: np.ndarray, generator: torch.Generator) -> list[tuple[Chunk, ChunkText]]:
+        """The chunk's text, and more where it stops short of the chunk's speech: decoded again from
+        where the text stopped (with temperature fallback), or alone at a higher temperature when
+        it is empty over confident speech."""
+        text = self.chunk_text(result, chunk.start, chunk.end, language, job)
+        pieces = [(chunk, text)]
+        if not text.segments and speech_confidence(probabilities, chunk.start, chunk.end) >= CONFIDENT_SPEECH:
+            log.info("chunk %.1f-%.1f s: no text over confident speech, decoding it again at a higher temperature",
+                     chunk.start, chunk.end)
+            again = self.decode_alone(job, chunk.start, chunk.end, language, prompt, generator, forced=True)
+            pieces = [(chunk, self.chunk_text(again, chunk.start, chunk.end, language, job))]
+        for _ in range(MAX_RESUMES_PER_CHUNK):
+            current_chunk, current = pieces[-1]
+            stopped = current.segments[-1].end if current.segments else None
+            if stopped is None:
+                break
+            speech_end = chunk.regions[-1].end
+            remaining = [region for region in chunk.regions if region.end > stopped + UNCOVERED_SPEECH_SECONDS]
+            if speech_end - stopped < UNCOVERED_SPEECH_SECONDS or not remaining:
+                break
+            start = max(stopped, remaining[0].start - 0.2, current_chunk.start)
+            log.info("chunk %.1f-%.1f s: text stops at %.1f s before its speech ends at %.1f s; decoding from there",
+                     chunk.start, chunk.end, stopped, speech_end)
+            resumed = Chunk(round(start, 3), chunk.end, tuple(remaining))
+            again = self.decode_alone(job, resumed.start, resumed.end, language, prompt, generator, forced=False)
+            more = self.chunk_text(again, resumed.start, resumed.end, language, job)
+            if not more.segments:
+                break
+            pieces.append((resumed, more))
+        return pieces
+
+    def decode_alone(self, job: TranscriptionJob, start: float, end: float, language: str, prompt: list[int],
+                     generator: torch.Generator, forced: bool) -> Decoded:
+        encoded = self.clip.encode([self.audio(job.samples, start, end)])
+        return self.clip.fallback.decode(
+            encoded, [self.frames(start, end)], self.clip.prefix(language, job.task, prompt), job.temperature,
+            job.word_timestamps, generator, first_temperature_forced=forced,
+        )[0]
+
+
+def speech_confidence(probabilities: np.ndarray, start: float, end: float) -> float:
+    frames = probabilities[int(start / FRAME_SECONDS) : max(int(end / FRAME_SECONDS), int(start / FRAME_SECONDS) + 1)]
+    return float(frames.mean()) if frames.size else 0.0
+
+
+def held_to_speech(segment: Segment, regions: tuple[SpeechRegion, ...]) -> Segment:
+    """The segment's edges moved out of pauses onto the speech next to them (Whisper often opens a
+    segment early over a pause or closes it late), never past its own text's span."""
+    start, end = segment.start, segment.end
+    if regions and not any(region.start <= start < region.end for region in regions):
+        later = [region.start for region in regions if start < region.start < end]
+        if later and later[0] - start <= SNAP_LIMIT_SECONDS:
+            start = later[0]
+    if regions and not any(region.start < end <= region.end for region in regions):
+        earlier = [region.end for region in regions if start < region.end < end]
+        if earlier and end - earlier[-1] <= SNAP_LIMIT_SECONDS:
+            end = earlier[-1]
+    if (start, end) == (segment.start, segment.end):
+        return segment
+    words = [replace(word, start=min(max(word.start, start), end), end=min(max(word.end, start), end))
+             for word in segment.words]
+    return replace(segment, start=start, end=end, words=words)
+
+
+class SequentialStrategy:
+    """openai/whisper's transcribe loop over 30 s windows, conditioned on the previous text."""
+
+    name = "sequential"
+
+    def __init__(self, clip: ClipDecoding, condition_on_previous_text: bool = True) -> None:
+        self.clip = clip
+        self.condition_on_previous_text = condition_on_previous_text
+
+    def transcribe(self, job: TranscriptionJob) -> tuple[str, list[Segment]]:
+        samples = job.samples
+        detector = self.clip.detector
+        probabilities = detector.frame_probabilities(samples)
+        regions = detector.regions(samples, probabilities)
+        total_frames = len(samples) // HOP_LENGTH
+        progress = Progress(job.on_progress)
+        progress(0, total_frames)
+        language = job.language
+        prompt = self.clip.prompt_tokens(job)
+        previous: list[int] = []
+        generator = torch.Generator().manual_seed(SAMPLING_SEED)
+        segments: list[Segment] = []
+        seek = 0
+        while seek < total_frames:
+            speech_ahead = [region for region in regions if region.end * FRAMES_PER_SECOND > seek]
+            if not speech_ahead:
+                break  # nothing but silence, noise or music left
+            # jump over silence: a window opens where the next speech starts
+            seek = max(seek, int(speech_ahead[0].start * FRAMES_PER_SECOND))
+            window = samples[seek * HOP_LENGTH : seek * HOP_LENGTH + WINDOW_SAMPLES]
+            window_frames = len(window) // HOP_LENGTH
+            if window_frames == 0:
+                break
+            offset = seek / FRAMES_PER_SECOND
+            encoded = self.clip.encode([window])
+            if language is None:
+                language = self.clip.detect_language(encoded)
+            result = self.decode(encoded, window_frames, language, job, prompt, previous, generator)
+            if previous and repeats(result.tokens, previous, self.clip.model.tokens.timestamp_begin):
+                log.info("window at %.1f s repeats the previous text: decoding it again without it", offset)
+                previous = []
+                result = self.decode(encoded, window_frames, language, job, prompt, previous, generator)
+            if self.clip.fallback.is_silence(result, job.temperature):
+                seek += window_frames
+                progress(min(seek, total_frames), total_frames)
+                continue
+            text = split_segments(self.clip.model, result, offset, window_frames / FRAMES_PER_SECOND, language,
+                                  seek=seek, keep_open_tail=False)
+            consumed = self.consumed(text, window_frames, offset, regions)
+            for segment in text.segments:
+                previous_end = segments[-1].end if segments else 0.0
+                segments.append(renumbered(segment, len(segments), job.duration, previous_end))
+            if self.condition_on_previous_text and result.temperature <= 0.5:
+                previous.extend(result.tokens)
+            else:
+                previous = []
+            seek += max(consumed, 1)
+            progress(min(seek, total_frames), total_frames)
+        return language or "en", segments
+
+    def decode(self, encoded: torch.Tensor, frames: int, language: str, job: TranscriptionJob, prompt: list[int],
+               previous: list[int], generator: torch.Generator) -> Decoded:
+        prefix = self.clip.prefix(language, job.task, prompt + previous)
+        return self.clip.fallback.decode(encoded, [frames], prefix, job.temperature, job.word_timestamps, generator)[0]
+
+    @staticmethod
+    def consumed(text: ChunkText, window_frames: int, offset: float, regions: list[SpeechRegion]) -> int:
+        """Mel frames the loop moves on by: to the last timestamp, as openai/whisper does, except
+        that a single-timestamp ending (the model's "nothing more here") consumes the window only
+        when no speech follows that timestamp in it; otherwise the loop resumes there."""
+        last = round(text.last_timestamp * FRAMES_PER_SECOND)
+        if not text.single_timestamp_ending:
+            return last if text.closed_pairs and last > 0 else window_frames
+        stopped = offset + text.last_timestamp
+        window_end = offset + window_frames / FRAMES_PER_SECOND
+        untranscribed = [region for region in regions
+                         if region.end > stopped + UNCOVERED_SPEECH_SECONDS and region.start < window_end]
+        return max(last, 1) if untranscribed and last > 0 else window_frames
+
+
+def repeats(tokens: list[int], previous: list[int], timestamp_begin: int) -> bool:
+    """Whether the window's text is text the previous windows already said."""
+    text = [token for token in tokens if token < timestamp_begin]
+    earlier = [token for token in previous if token < timestamp_begin]
+    if len(text) < 4 or not earlier:
+        return False
+    window = len(text)
+    return any(earlier[index : index + window] == text for index in range(0, max(len(earlier) - window + 1, 0)))
