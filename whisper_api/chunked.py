@@ -120,6 +120,8 @@ class ChunkedDecoder:
         ]
         if not audible:
             return job.language or "en", []
+        if job.on_progress:
+            job.on_progress(0, len(audible))
         mel = self.log_mel(job.samples)
         prompt = self.sequential.text_tokens(" " + job.prompt.strip()) if job.prompt else []
         language, decoded = self.decode_windows(audible, mel, job, job.language, prompt)
@@ -152,6 +154,8 @@ class ChunkedDecoder:
                     continue  # silence: skip it rather than invent text
                 tokens = trim_repetition(result.tokens, self.end_of_text)
                 decoded.append(DecodedWindow(window, replace(result, tokens=tokens), no_speech_prob))
+            if job.on_progress:
+                job.on_progress(first + len(batch), len(windows))
         return language, decoded
 
     def resumed_windows(

@@ -116,6 +116,8 @@ class SequentialDecoder:
         segments: list[Segment] = []
         seek = 0
         while seek < content_frames:
+            if job.on_progress:
+                job.on_progress(seek, content_frames)
             window_frames = min(WINDOW_FRAMES, content_frames - seek)
             time_offset = seek / FRAMES_PER_SECOND
             if self.is_quiet(job.samples[seek * HOP_LENGTH : (seek + window_frames) * HOP_LENGTH]):
@@ -145,6 +147,8 @@ class SequentialDecoder:
             else:
                 previous_tokens = []  # the text went wrong enough to need sampling: don't build on it
             seek += max(consumed, 1)
+        if job.on_progress:
+            job.on_progress(content_frames, content_frames)
         return language or "en", segments
 
     def is_quiet(self, samples: np.ndarray) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,8 @@ class TranscriptionJob:
     prompt: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
+    # (units done, units total) as decoding goes: once (0, total), then after each window/chunk
+    on_progress: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def duration(self) -> float:
