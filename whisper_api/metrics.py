@@ -72,8 +72,8 @@ class Metrics:
         Gauge("whisper_api_queue_waiting", "Jobs waiting for the model.", registry=registry).set_function(
             lambda: queue.waiting
         )
-        Gauge("whisper_api_queue_limit", "Jobs allowed to wait ([server] max_queue).", registry=registry).set(
-            queue.max_waiting
+        Gauge("whisper_api_queue_limit", "Jobs allowed to wait ([server] max_queue).", registry=registry).set_function(
+            lambda: queue.max_waiting
         )
         Gauge("whisper_api_model_busy", "1 while a job runs on the model.", registry=registry).set_function(
             lambda: 1 if queue.busy() else 0
