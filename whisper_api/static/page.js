@@ -34,7 +34,7 @@ const LABELS = {
     chooseFile: "Choose or drop an audio file first.",
     needKey: "Enter the API key first.",
     waiting: "Waiting for the model",
-    running: "Transcribing",
+    running: "Running",
     uploading: "Uploading",
     done: "Done",
     failed: "Failed",
@@ -70,7 +70,7 @@ const LABELS = {
     chooseFile: "先に音声ファイルを選ぶかドロップしてください。",
     needKey: "先に API キーを入力してください。",
     waiting: "モデルの順番待ち",
-    running: "文字起こし中",
+    running: "処理中",
     uploading: "アップロード中",
     done: "完了",
     failed: "失敗",
@@ -122,15 +122,17 @@ async function loadServerInfo() {
   }
 }
 
-function chooseAudio(blob, name) {
+// The file input shows what it chose; a dropped file or a recording is named beside it instead.
+function chooseAudio(blob, name, fromInput = false) {
   chosenAudio = { blob, name };
-  $("file-name").textContent = name;
+  if (!fromInput) $("audio-file").value = "";
+  $("file-name").textContent = fromInput ? "" : name;
 }
 
 function setUpFileInputs() {
   $("audio-file").addEventListener("change", (event) => {
     const file = event.target.files[0];
-    if (file) chooseAudio(file, file.name);
+    if (file) chooseAudio(file, file.name, true);
   });
   const zone = $("drop-zone");
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
