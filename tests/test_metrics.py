@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import API_KEY, API_VERSION
 from tests.support.speech import encode, japanese_speech
 from whisper_api import create_app
-from whisper_api.config import AuthSettings, MetricsSettings
+from whisper_api.config import DEFAULT_CONFIG_PATH, AuthSettings, ConfigError, MetricsSettings, load_settings
 
 KEY = {"api-key": API_KEY}
 TRANSCRIPTIONS_ROUTE = "/openai/deployments/<deployment>/audio/transcriptions"
@@ -120,3 +120,17 @@ def test_setting_opens_metrics_to_a_local_scraper(settings, engine):
 def test_metrics_are_open_when_no_keys_are_configured(settings, engine):
     keyless = replace(settings, auth=AuthSettings(api_keys=()))
     assert create_app(keyless, engine=engine).test_client().get("/metrics").status_code == 200
+
+
+def test_metrics_setting_is_read_from_the_ini(tmp_path):
+    path = tmp_path / "whisper_api.ini"
+    path.write_text("[model]\nname = m\n[metrics]\nrequire_api_key = false\n[deployment:whisper]\n", encoding="utf-8")
+    assert load_settings(path).metrics.require_api_key is False
+    assert load_settings(DEFAULT_CONFIG_PATH).metrics.require_api_key is True
+
+
+def test_bad_metrics_setting_names_section_and_key(tmp_path):
+    path = tmp_path / "whisper_api.ini"
+    path.write_text("[model]\nname = m\n[metrics]\nrequire_api_key = sometimes\n[deployment:whisper]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\[metrics\] require_api_key"):
+        load_settings(path)
