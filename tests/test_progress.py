@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -145,3 +146,18 @@ def test_board_keeps_running_jobs_and_the_latest_finished_ones():
     assert board.get("running-job")["status"] == "queued"
     assert board.get("finished-0") is None and board.get("finished-1") is None
     assert board.get("finished-3")["status"] == "succeeded"
+
+
+def test_request_id_of_a_job_still_running_is_not_reused(app, client):
+    board: ProgressBoard = app.extensions["whisper_api.progress"]
+    board.start("someone-elses-job", "whisper", audio_seconds=60)  # still running
+    response = client.post(
+        "/openai/deployments/whisper/audio/transcriptions?api-version=2024-06-01",
+        headers={**HEADERS, "x-request-id": "someone-elses-job"},
+        data={"file": (io.BytesIO(encode(japanese_speech("はい。"), "wav")), "clip.wav")},
+    )
+    assert response.status_code == 200
+    own_id = response.headers["x-request-id"]
+    assert own_id != "someone-elses-job"
+    assert board.get(own_id)["status"] == "succeeded"
+    assert board.get("someone-elses-job")["status"] == "queued"
