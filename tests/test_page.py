@@ -69,12 +69,13 @@ def meeting_clip(tmp_path_factory):
     return path, spans
 
 
-def test_page_transcribes_a_clip_and_plays_from_a_clicked_segment(open_page, engine, meeting_clip, tmp_path):
+def test_page_transcribes_a_clip_and_plays_from_a_clicked_segment_and_downloads_srt(open_page, engine, meeting_clip, tmp_path):
     open_with, problems = open_page
     path, spans = meeting_clip
     page = open_with("en-US")
     page.set_input_files("#audio-file", str(path))
     page.select_option("#language", "ja")
+    page.check("#word-timestamps")
     with engine.queue.turn():  # someone else's job holds the model: the page shows it waits
         page.click("#send")
         page.wait_for_function("() => document.getElementById('run-status').textContent.includes('Waiting for the model')")
@@ -87,8 +88,9 @@ def test_page_transcribes_a_clip_and_plays_from_a_clicked_segment(open_page, eng
     last.click()
     position = page.evaluate("document.getElementById('player').currentTime")
     assert starts[-1] - 0.05 <= position < starts[-1] + 1.0
-    page.wait_for_function("items => items[items.length - 1].classList.contains('playing')",
-                           arg=page.query_selector_all("#segments li"))
+    page.wait_for_function("() => document.querySelector('#segments li:last-child').classList.contains('playing')")
+    # it plays on from there: the word being spoken is highlighted too
+    page.wait_for_function("() => document.querySelector('#segments li:last-child .word.playing') !== null")
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
 
     with page.expect_download() as download_info:
