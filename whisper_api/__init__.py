@@ -22,9 +22,10 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     """
     from flask import Flask
 
-    from . import access_log
+    from . import access_log, metrics, page
     from .engine import Engine
     from .errors import register_error_handlers
+    from .progress import ProgressBoard
     from .routes import blueprint
 
     if settings is None:
@@ -37,7 +38,10 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     app.json.sort_keys = False
     app.extensions["whisper_api.settings"] = settings
     app.extensions["whisper_api.engine"] = engine
+    app.extensions["whisper_api.progress"] = ProgressBoard()
     access_log.init_app(app)
+    metrics.init_app(app, engine)
     register_error_handlers(app)
     app.register_blueprint(blueprint)
+    app.register_blueprint(page.blueprint)
     return app

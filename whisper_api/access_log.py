@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 
 from flask import Flask, Response, g, request
 
 log = logging.getLogger("whisper_api.access")
+
+# A client may name its request (the test page does, to poll its progress while it runs); an id
+# that could upset a log line or a header is replaced by a fresh one.
+CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$")
+
+
+def request_id_for(incoming: str | None) -> str:
+    """The client's x-request-id when it is a plain token of 8 to 128 characters, else a new UUID."""
+    if incoming and CLIENT_REQUEST_ID.match(incoming):
+        return incoming
+    return str(uuid.uuid4())
 
 
 def note(**fields) -> None:
@@ -20,7 +32,7 @@ def note(**fields) -> None:
 def init_app(app: Flask) -> None:
     @app.before_request
     def start() -> None:
-        g.request_id = str(uuid.uuid4())
+        g.request_id = request_id_for(request.headers.get("x-request-id"))
         g.request_started = time.perf_counter()
         g.access_fields = {}
 

@@ -46,6 +46,12 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    # false opens GET /metrics without a key even when [auth] api_keys are set (a local scraper)
+    require_api_key: bool = True
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     name: str = "openai/whisper-large-v3-turbo"
     device: str = "auto"
@@ -79,6 +85,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     deployments: dict[str, DeploymentSettings] = field(
         default_factory=lambda: {"whisper-1": DeploymentSettings("whisper-1")}
     )
@@ -112,7 +119,7 @@ class _SettingsReader:
         self.path = path
 
     def read(self) -> Settings:
-        known = {"server", "auth", "model"}
+        known = {"server", "auth", "model", "metrics"}
         for section in self.parser.sections():
             if section not in known and not section.startswith("deployment:"):
                 raise ConfigError(f"{self.path}: [{section}]: unknown section")
@@ -151,8 +158,13 @@ class _SettingsReader:
                 "model", "vad_max_chunk_seconds", float, ModelSettings.vad_max_chunk_seconds, 1, 30
             ),
         )
+        metrics = MetricsSettings(
+            require_api_key=self.boolean("metrics", "require_api_key", MetricsSettings.require_api_key)
+        )
         deployments = self.deployments()
-        return Settings(server=server, auth=auth, model=model, deployments=deployments, source=str(self.path))
+        return Settings(
+            server=server, auth=auth, model=model, metrics=metrics, deployments=deployments, source=str(self.path)
+        )
 
     def deployments(self) -> dict[str, DeploymentSettings]:
         from .languages import normalize_language

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import hmac
 import re
+import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.datastructures import FileStorage, MultiDict
 
 from . import access_log, formats
+from .metrics import metrics
 from .audio import SUPPORTED_FORMATS, AudioDecodeError, AudioTooLong, decode
 from .config import RESPONSE_FORMATS, DeploymentSettings, Settings
 from .errors import ApiError, deployment_not_found, invalid_field, too_many_requests, unauthorized
 from .languages import UnsupportedLanguage, normalize_language
 from .model_queue import Cancelled, QueueFull
+from .progress import ProgressBoard
 from .transcript import Transcript, TranscriptionJob
 
 if TYPE_CHECKING:  # routes never import torch; the engine arrives through the app
@@ -35,6 +39,10 @@ def settings() -> Settings:
 
 def engine() -> "Engine":
     return current_app.extensions["whisper_api.engine"]
+
+
+def progress_board() -> ProgressBoard:
+    return current_app.extensions["whisper_api.progress"]
 
 
 @blueprint.get("/health")
@@ -83,6 +91,16 @@ def openai_translations() -> Response:
     return serve_audio(lambda: deployment_from_model_field(openai_style=True), TRANSLATE)
 
 
+@blueprint.get("/v1/jobs/<request_id>")
+def job_progress(request_id: str) -> Response:
+    """How far the transcription sent with this x-request-id is (docs/api.md, Progress)."""
+    authenticate()
+    progress = progress_board().get(request_id)
+    if progress is None:
+        raise ApiError(404, "JobNotFound", "No transcription with this request id is running or recently finished.")
+    return jsonify(progress)
+
+
 @blueprint.get("/openai/deployments")
 def list_deployments() -> Response:
     authenticate()
@@ -113,20 +131,40 @@ def serve_audio(
     authenticate()
     check_api_version(required=api_version_required)
     deployment = resolve_deployment()
+    access_log.note(deployment=deployment.name)
     form = request.form
     response_format = read_response_format(form)
     granularities = read_granularities(form, response_format, task)
     job = build_job(form, read_upload(), deployment, task, word_timestamps="word" in granularities)
-    access_log.note(deployment=deployment.name, audio_seconds=round(job.duration, 2))
+    access_log.note(audio_seconds=round(job.duration, 2))
+    transcript = transcribe_with_progress(job, deployment)
+    return render(transcript, response_format, include_segments=not granularities or "segment" in granularities)
+
+
+def transcribe_with_progress(job: TranscriptionJob, deployment: DeploymentSettings) -> Transcript:
+    """Run the job on the engine, its progress on the board under this request's id."""
+    board = progress_board()
+    if board.is_active(g.request_id):  # a client reused the id of a job still running: keep them apart
+        g.request_id = str(uuid.uuid4())
+    reporter = board.start(g.request_id, deployment.name, job.duration)
+    succeeded = False
     try:
-        transcript = engine().transcribe(job, cancelled=request.environ.get("waitress.client_disconnected"))
+        transcript = engine().transcribe(
+            replace(job, on_progress=reporter), cancelled=request.environ.get("waitress.client_disconnected")
+        )
+        succeeded = True
     except UnsupportedLanguage as error:
         raise invalid_field("language", f"The model does not support language {error}.") from None
     except QueueFull as error:
+        metrics().observe_rejection(deployment.name)
         raise too_many_requests(deployment.name, error.retry_after_seconds) from None
     except Cancelled:
         raise ApiError(499, "client_closed_request", "The client closed the connection while waiting.") from None
-    return render(transcript, response_format, include_segments=not granularities or "segment" in granularities)
+    finally:
+        record = board.finish(g.request_id, succeeded)
+        if succeeded and record is not None:
+            metrics().observe_job(record)
+    return transcript
 
 
 def authenticate() -> None:

@@ -16,7 +16,7 @@ class TranscriptionJob:
     prompt: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
-    # called with (units done, units in all): chunks or windows, as the strategy counts them
+    # (units done, units total) as decoding goes: once (0, total), then after each window/chunk
     on_progress: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
 
     @property

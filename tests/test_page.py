@@ -1,0 +1,133 @@
+"""The test page at GET /: served from package data, and used in a real browser against a live
+server with the real model (headless Chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import srt
+
+from tests.conftest import API_KEY
+from tests.support.browser import chromium
+from tests.support.speech import JAPANESE_SENTENCES, concatenate, encode, japanese_speech
+from whisper_api.page import STATIC_DIRECTORY
+
+MODEL_SECONDS = 180_000  # milliseconds Playwright waits for a transcription on a busy 2-core CPU
+
+
+def test_page_and_its_files_are_served_with_a_strict_policy(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.content_type.startswith("text/html")
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    html = page.get_data(as_text=True)
+    for asset in ("/page/page.js", "/page/page.css"):
+        assert asset in html
+        assert client.get(asset).status_code == 200
+    assert client.get("/page/../config.py").status_code == 404
+    assert client.get("/page/index.html").status_code == 404
+
+
+def test_page_needs_nothing_from_outside_the_server():
+    for path in STATIC_DIRECTORY.iterdir():
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", path.read_text(encoding="utf-8")), path.name
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def open_page(browser, live_server):
+    """Open the page in a fresh context (locale chosen per test); fails the test on script errors."""
+    contexts, problems = [], []
+
+    def open_with(locale: str = "en-US"):
+        context = browser.new_context(locale=locale, accept_downloads=True)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        page.goto(live_server)
+        page.wait_for_function("() => document.querySelectorAll('#deployment option').length > 0")
+        page.fill("#api-key", API_KEY)
+        return page
+
+    yield open_with, problems
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def meeting_clip(tmp_path_factory):
+    samples, spans = concatenate(*(japanese_speech(sentence) for sentence in JAPANESE_SENTENCES[:3]), gap_seconds=1.5)
+    path = tmp_path_factory.mktemp("page") / "会議.wav"
+    path.write_bytes(encode(samples, "wav"))
+    return path, spans
+
+
+def test_page_transcribes_a_clip_and_plays_from_a_clicked_segment_and_downloads_srt(open_page, engine, meeting_clip, tmp_path):
+    open_with, problems = open_page
+    path, spans = meeting_clip
+    page = open_with("en-US")
+    page.set_input_files("#audio-file", str(path))
+    page.select_option("#language", "ja")
+    page.check("#word-timestamps")
+    with engine.queue.turn():  # someone else's job holds the model: the page shows it waits
+        page.click("#send")
+        page.wait_for_function("() => document.getElementById('run-status').textContent.includes('Waiting for the model')")
+    page.wait_for_selector("#segments li", timeout=MODEL_SECONDS)
+    assert "Done" in page.text_content("#run-status")
+    starts = page.eval_on_selector_all("#segments li", "items => items.map(item => Number(item.dataset.start))")
+    assert len(starts) >= 2
+
+    last = page.locator("#segments li").last
+    last.click()
+    position = page.evaluate("document.getElementById('player').currentTime")
+    assert starts[-1] - 0.05 <= position < starts[-1] + 1.0
+    page.wait_for_function("() => document.querySelector('#segments li:last-child').classList.contains('playing')")
+    # it plays on from there: the word being spoken is highlighted too
+    page.wait_for_function("() => document.querySelector('#segments li:last-child .word.playing') !== null")
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+
+    with page.expect_download() as download_info:
+        page.click("a[data-format=srt]")
+    download = download_info.value
+    assert download.suggested_filename == "会議.srt"
+    subtitles = list(srt.parse(open(download.path(), encoding="utf-8").read()))
+    assert [round(subtitle.start.total_seconds(), 2) for subtitle in subtitles] == pytest.approx(starts, abs=0.011)
+    assert all(subtitle.content.strip() for subtitle in subtitles)
+    raw = json.loads(page.text_content("#raw"))
+    assert [segment["start"] for segment in raw["segments"]] == starts
+    assert problems == []
+
+
+def test_page_shows_429_with_retry_after_in_japanese(open_page, engine, meeting_clip, monkeypatch):
+    open_with, problems = open_page
+    page = open_with("ja-JP")
+    assert page.text_content("#send") == "送信"
+    page.set_input_files("#audio-file", str(meeting_clip[0]))
+    monkeypatch.setattr(engine.queue, "max_waiting", 0)
+    with engine.queue.turn():  # busy, and no one may wait
+        page.click("#send")
+        page.wait_for_selector("#error:not([hidden])")
+    message = page.text_content("#error")
+    assert message.startswith("429: ") and "exceeded" in message
+    assert re.search(r"再試行まで \d+ 秒", message)
+    assert "失敗" in page.text_content("#run-status")
+    assert [problem for problem in problems if "429" not in problem] == []
+
+
+def test_page_shows_the_envelope_message_for_a_wrong_key(open_page, meeting_clip):
+    open_with, _ = open_page
+    page = open_with("en-US")
+    page.fill("#api-key", "not-the-key")
+    page.set_input_files("#audio-file", str(meeting_clip[0]))
+    page.click("#send")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.text_content("#error").startswith("401: Access denied")
+    assert page.evaluate("sessionStorage.getItem('whisper-api-key')") == "not-the-key"
+    assert "not-the-key" not in page.url
