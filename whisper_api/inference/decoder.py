@@ -82,6 +82,7 @@ class Decoder:
         language_ids = torch.tensor(list(self.tokens.languages.values()), device=self.model.device)
         return logits.index_select(1, language_ids).softmax(dim=-1).cpu()
 
+    @torch.no_grad()
     def decode(self, encoded: torch.Tensor, request: DecodingRequest, frames: list[int],
                generator: torch.Generator | None = None) -> list[Decoded]:
         """Decode each row of `encoded` (rows, 1500, width); `frames` are each chunk's mel frames of
@@ -155,7 +156,6 @@ class Sampling:
         rows = encoded.shape[0]
         cache, logits, no_speech, first_weights = decoder.prefill(encoded, request, rows)
         state = rules.initial_state(rows)
-        finished = torch.zeros(rows, dtype=torch.bool, device=device)
         sum_logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
         position = torch.tensor([len(request.prefix)], device=device)
         chosen_on_host: list[np.ndarray] = []
@@ -168,10 +168,9 @@ class Sampling:
                 position += 1
                 if request.word_timestamps:
                     step_weights.append(weights)
-            chosen, logprob = self.choose(logits, rules.forbidden(step, state), finished)
+            chosen, logprob = self.choose(logits, rules.forbidden(step, state))
             sum_logprobs += logprob
-            state = state.advance(chosen, rules.timestamp_begin)
-            finished = finished | (chosen == end_of_text)
+            state = state.advance(chosen, rules.timestamp_begin, end_of_text)
             host = chosen.cpu().numpy()  # the one transfer of the step
             chosen_on_host.append(host)
             if (host == end_of_text).all():
@@ -189,24 +188,23 @@ class Sampling:
             ))
         return results
 
-    def choose(self, logits: torch.Tensor, forbidden: torch.Tensor, finished: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next token of every row and its log probability (0 for rows already finished)."""
+    def choose(self, logits: torch.Tensor, forbidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next token of every row and its log probability (finished rows may only repeat
+        end-of-text, at log probability 0)."""
         rules = self.decoder.rules
         logits = logits.masked_fill(forbidden, NEGATIVE_INFINITY)
         logprobs = logits.log_softmax(dim=-1)
         forced, timestamp_total = rules.timestamp_forced(logprobs)
         candidates = logprobs.masked_fill(forced.unsqueeze(1) & rules.before_timestamps, NEGATIVE_INFINITY)
+        renormalise = torch.where(forced, timestamp_total, self.decoder.zero)
         if self.request.temperature > 0:
             noise = _gumbel_noise(tuple(candidates.shape), self.generator).to(candidates.device)
-            chosen = (logits / self.request.temperature + noise).masked_fill(
-                torch.isinf(candidates), NEGATIVE_INFINITY).argmax(dim=-1)
+            # log probabilities differ from the logits by a constant per row: same samples
+            chosen = (candidates / self.request.temperature).add_(noise).argmax(dim=-1)
+            logprob = candidates.gather(1, chosen.unsqueeze(1)).squeeze(1)
         else:
-            chosen = candidates.argmax(dim=-1)
-        chosen = chosen.masked_fill(finished, self.decoder.tokens.end_of_text)
-        renormalise = torch.where(forced, timestamp_total, self.decoder.zero)
-        logprob = candidates.gather(1, chosen.unsqueeze(1)).squeeze(1) - renormalise
-        return chosen, logprob.masked_fill(finished, 0.0)
+            logprob, chosen = candidates.max(dim=-1)
+        return chosen, logprob - renormalise
 
 
 def _stack_alignment(step_weights: list[dict[int, torch.Tensor]], heads: dict[int, torch.Tensor]) -> np.ndarray:
@@ -291,7 +289,7 @@ class BeamSearch:
             chosen = torch.tensor(tokens, device=device)
             sum_logprobs = torch.tensor(new_scores, dtype=torch.float32, device=device)
             cache.select(source_rows)
-            state = state.select(source_rows).advance(chosen, rules.timestamp_begin)
+            state = state.select(source_rows).advance(chosen, rules.timestamp_begin, end_of_text)
         results = []
         for chunk in range(chunks):
             candidates = dict(finished[chunk])

@@ -64,7 +64,9 @@ class Cache:
     self_values: list[torch.Tensor]
     cross_keys: list[torch.Tensor]
     cross_values: list[torch.Tensor]
-    visible: torch.Tensor  # (1, 1, 1, positions) bool: positions written so far
+    # (1, 1, 1, positions) in the model's dtype: 0 where written, -inf ahead. An additive mask:
+    # a boolean one is converted to this by scaled_dot_product_attention at every call
+    visible: torch.Tensor
     # per layer, the encoder keys of its alignment heads only (word timestamps), made on first use
     alignment_keys: dict[int, torch.Tensor] = field(default_factory=dict)
 
@@ -123,7 +125,7 @@ class TextDecoder:
             self_values=[encoded.new_zeros(shape) for _ in self.layers],
             cross_keys=cross_keys,
             cross_values=cross_values,
-            visible=torch.zeros((1, 1, 1, positions), dtype=torch.bool, device=encoded.device),
+            visible=torch.full((1, 1, 1, positions), float("-inf"), dtype=encoded.dtype, device=encoded.device),
         )
 
     def _layer_norm(self, hidden: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -136,7 +138,7 @@ class TextDecoder:
         `attention_heads`, those heads' cross-attention weights (rows, heads, length, frames)."""
         rows, length = tokens.shape
         hidden = F.embedding(tokens, self.token_embedding) * self.embed_scale + self.positions[:length]
-        cache.visible[..., :length] = True
+        cache.visible[..., :length] = 0.0
         weights: dict[int, torch.Tensor] = {}
         for index, layer in enumerate(self.layers):
             normed = self._layer_norm(hidden, layer.self_norm)
@@ -183,7 +185,7 @@ class TextDecoder:
         if self.embed_scale != 1.0:
             hidden = hidden * self.embed_scale
         hidden = hidden + self.positions.index_select(0, position)
-        cache.visible.index_fill_(3, position, True)
+        cache.visible.index_fill_(3, position, 0.0)
         heads, width = self.heads, self.head_width
         weights: dict[int, torch.Tensor] = {}
         for index, layer in enumerate(self.layers):

@@ -22,8 +22,9 @@ MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1.0 s: the first segment starts within a sec
 
 
 # What may follow, per row: anything; text or end-of-text (a pair just closed, or the first
-# timestamp opened the text); a timestamp or end-of-text (text just ended: close it)
-ANYTHING, NO_TIMESTAMP, NO_TEXT = 0, 1, 2
+# timestamp opened the text); a timestamp or end-of-text (text just ended: close it); only
+# end-of-text again (the row has finished: its log probability is then 0)
+ANYTHING, NO_TIMESTAMP, NO_TEXT, FINISHED = 0, 1, 2, 3
 
 
 @dataclass
@@ -34,12 +35,12 @@ class TimestampState:
     floor: torch.Tensor  # long (rows,): timestamps below this token are forbidden
     last_was_timestamp: torch.Tensor  # long (rows,): 1 where the last token was a timestamp
 
-    def advance(self, chosen: torch.Tensor, timestamp_begin: int) -> "TimestampState":
+    def advance(self, chosen: torch.Tensor, timestamp_begin: int, end_of_text: int) -> "TimestampState":
         """After `chosen`: a timestamp after a timestamp closes a pair (text next, later
         timestamps only); a timestamp after text opens one (only its closing timestamp, the same
         or later, or end-of-text next); text leaves anything possible."""
         is_timestamp = (chosen >= timestamp_begin).long()
-        mode = is_timestamp * (2 - self.last_was_timestamp)
+        mode = is_timestamp * (2 - self.last_was_timestamp) + (chosen == end_of_text) * FINISHED
         # a closing timestamp may repeat the opening one; after a closed pair, strictly later
         floor = torch.maximum(self.floor, (chosen + self.last_was_timestamp) * is_timestamp)
         return TimestampState(mode, floor, is_timestamp)
@@ -74,7 +75,9 @@ class DecodingRules:
         self.first_step_suppressed = first.to(device).unsqueeze(0)
         is_timestamp = torch.arange(vocabulary_size) >= tokens.timestamp_begin
         is_text = torch.arange(vocabulary_size) < tokens.end_of_text
-        by_mode = torch.stack([suppressed, suppressed | is_timestamp, suppressed | is_text])
+        only_end_of_text = torch.ones(vocabulary_size, dtype=torch.bool)
+        only_end_of_text[tokens.end_of_text] = False
+        by_mode = torch.stack([suppressed, suppressed | is_timestamp, suppressed | is_text, only_end_of_text])
         self.by_mode = by_mode.to(device)  # (modes, vocabulary): forbidden in each mode
         # token ids where they are timestamps, beyond every floor elsewhere: `< floor` picks the
         # timestamps below a row's floor and nothing else
