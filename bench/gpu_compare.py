@@ -1,4 +1,4 @@
-"""GPU speed: our chunked strategy against the plain transformers pipeline, same GPU, same audio.
+"""GPU speed: our default strategy against the plain transformers pipeline, same GPU, same audio.
 
 Speed only: the models are the real Whisper architectures (base, large-v3-turbo) with random
 weights, so nothing has to be downloaded or carried, and both sides are made to generate the
@@ -6,6 +6,9 @@ same number of tokens per window (`min_new_tokens = max_new_tokens`), since a ra
 would otherwise stop at any length. The peer is the pipeline as users script it:
 `chunk_length_s=30`, `batch_size`, float16, sdpa. Counts of decoder rows (one per token and
 window) are printed for both sides, so that equal work can be checked rather than assumed.
+Synthetic audio holds no speech: our side is given a speech detector that hears speech
+everywhere, so that the clip is cut into 30 s chunks like the pipeline's. Also printed: our
+decoding loop's milliseconds per step at batch 1 and at the batch size, and its encoder time.
 
     python -m bench.gpu_compare --config-dir DIR [--minutes 10] [--batch-size 16] [--tokens 128]
 
@@ -25,10 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from whisper_api.chunked import ChunkedDecoder, ChunkedOptions
-from whisper_api.config import ModelSettings
-from whisper_api.devices import DeviceChoice
-from whisper_api.engine import TORCH_DTYPES, Engine
+from whisper_api.inference.chunks import plan_chunks
+from whisper_api.inference.decoder import Decoder, DecodingRequest
+from whisper_api.inference.fallback import FallbackDecoder, QualityOptions
+from whisper_api.inference.long_form import ClipDecoding, VadStrategy
+from whisper_api.inference.model import TORCH_DTYPES, LoadedModel
+from whisper_api.inference.vad import SpeechDetector, VadOptions
 from whisper_api.transcript import TranscriptionJob
 
 SAMPLE_RATE = 16000
@@ -65,6 +70,16 @@ class DecoderRowCounter:
         hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
         if hidden.shape[1] == 1:  # one new token per row; prompts and our scoring pass are not counted
             self.rows += hidden.shape[0]
+
+
+class EverythingIsSpeech(SpeechDetector):
+    """Synthetic audio has no speech: every frame is speech, so chunks are cut every 30 s."""
+
+    def __init__(self) -> None:
+        self.options = VadOptions()
+
+    def frame_probabilities(self, samples: np.ndarray) -> np.ndarray:
+        return np.ones(-(-len(samples) // 512), dtype=np.float32)
 
 
 def device_name() -> str:
@@ -121,37 +136,69 @@ def timed(measurement: Measurement, counter: DecoderRowCounter, run, repeats: in
     return result
 
 
-def compare(size: str, arguments: argparse.Namespace, audio: np.ndarray) -> list[Measurement]:
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def decoding_step_milliseconds(decoder: Decoder, model: LoadedModel, rows: int, tokens: int) -> tuple[float, float]:
+    """(encoder seconds for `rows` chunks, decoding milliseconds per step at `rows` rows): the
+    median of three, after a warm-up; the step time is the loop's time over `tokens` steps,
+    without the prefix pass (the same call with one token)."""
+    mel = torch.zeros((rows, model.model.config.num_mel_bins, 3000))
+    prefix = (model.tokens.start_of_transcript, model.tokens.languages["ja"], model.tokens.transcribe)
+
+    def timed_call(function) -> float:
+        function()
+        synchronize()
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            function()
+            synchronize()
+            runs.append(time.perf_counter() - started)
+        return statistics.median(runs)
+
+    with torch.no_grad():
+        encoder = timed_call(lambda: model.encode(mel))
+        encoded = model.encode(mel)
+        frames = [3000] * rows
+        whole = timed_call(lambda: decoder.decode(encoded, DecodingRequest(prefix, max_new_tokens=tokens, min_new_tokens=tokens), frames))
+        first = timed_call(lambda: decoder.decode(encoded, DecodingRequest(prefix, max_new_tokens=1, min_new_tokens=1), frames))
+    return encoder, (whole - first) / (tokens - 1) * 1000
+
+
+def compare(size: str, arguments: argparse.Namespace, audio: np.ndarray) -> tuple[list[Measurement], list[str]]:
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     dtype = "float16" if device.type == "cuda" else "float32"  # the CPU run is a smoke test only
     asr = build_pipeline(size, arguments.config_dir, device, TORCH_DTYPES[dtype])
     counter = DecoderRowCounter(asr.model.model.decoder)
     duration = len(audio) / SAMPLE_RATE
-    settings = ModelSettings(
-        name=f"random-{size}", device=device.type, dtype=dtype, attention="sdpa", strategy="chunked",
-        batch_size=arguments.batch_size, beam_size=arguments.beam_size, warmup=False,
-    )
-    choice = DeviceChoice(device.type, device, device_name(), "the benchmark's device")
-    engine = Engine(settings, choice, asr, 0.0)
+    model = LoadedModel(f"random-{size}", asr.model, asr.tokenizer, asr.feature_extractor, device, TORCH_DTYPES[dtype])
+    decoder = Decoder(model)
     tokens = arguments.tokens
+    # a random model is never sure of itself: no fallback, no silence, exactly `tokens` per chunk
+    quality = QualityOptions(beam_size=arguments.beam_size, logprob_threshold=float("-inf"),
+                             compression_ratio_threshold=float("inf"), no_speech_threshold=1.0,
+                             forced_new_tokens=tokens)
+    clip = ClipDecoding(model, decoder, FallbackDecoder(decoder, quality), EverythingIsSpeech())
+    strategy = VadStrategy(clip, arguments.batch_size)
     forced = dict(min_new_tokens=tokens, max_new_tokens=tokens)
     results: list[Measurement] = []
 
-    for overlap in (5.0, 10.0):
-        # a random model is never sure of itself: fallback would re-decode every window
-        engine.long_form = ChunkedDecoder(
-            engine.decoder, ChunkedOptions(arguments.batch_size, overlap, temperature_fallback=False, forced_new_tokens=tokens)
-        )
-        measurement = Measurement(f"ours, chunked, overlap {overlap:g} s")
-        transcript = timed(
-            measurement, counter, lambda: engine.transcribe(TranscriptionJob(samples=audio, language="ja")),
-            arguments.repeats,
-        )
-        segments = transcript.segments
-        ordered = all(a.end <= b.start for a, b in zip(segments, segments[1:]))
-        inside = all(0 <= s.start <= s.end <= duration for s in segments)
-        measurement.note = f"{len(segments)} segments, in order: {ordered}, inside the audio: {inside}"
-        results.append(measurement)
+    def ours():
+        with torch.no_grad():
+            return strategy.transcribe(TranscriptionJob(samples=audio, language="ja"))
+
+    measurement = Measurement("ours, vad (default)")
+    language, segments = timed(measurement, counter, ours, arguments.repeats)
+    probabilities = clip.detector.frame_probabilities(audio)
+    chunks = plan_chunks(clip.detector.regions(audio, probabilities), probabilities, duration, clip.detector.options)
+    measurement.decoder_rows = len(chunks) * (tokens - 1)  # steps after the prefix pass, as counted for the peer
+    ordered = all(a.end <= b.start for a, b in zip(segments, segments[1:]))
+    inside = all(0 <= s.start <= s.end <= duration for s in segments)
+    measurement.note = f"{len(segments)} segments, in order: {ordered}, inside the audio: {inside}"
+    results.append(measurement)
 
     for unique in (False, True):
         # the pipeline's own default is 5 beams when the checkpoint's generation config names
@@ -173,9 +220,13 @@ def compare(size: str, arguments: argparse.Namespace, audio: np.ndarray) -> list
         )
         measurement.note = f"{len(output.get('chunks', []))} chunks"
         results.append(measurement)
-    del engine, asr
+    steps = []
+    for rows in (1, arguments.batch_size):
+        encoder, step = decoding_step_milliseconds(decoder, model, rows, tokens)
+        steps.append(f"{size}: batch {rows}: encoder {encoder * 1000:.1f} ms for {rows} chunks, decoding {step:.2f} ms per step")
+    del strategy, clip, decoder, model, asr
     torch.cuda.empty_cache()
-    return results
+    return results, steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     duration = arguments.minutes * 60
+    step_lines: list[str] = []
     for size in arguments.sizes.split(","):
-        results = compare(size, arguments, audio)
+        results, steps = compare(size, arguments, audio)
+        step_lines += steps
         peers = [result for result in results if result.name.startswith("pipeline")]
         for result in results:
             speed = ""
@@ -216,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result.decoder_rows} | {result.peak_gib:.2f} | {speed} | {result.note} |"
             )
         print("\n".join(lines[-len(results):]), flush=True)
+    lines.append("")
+    lines += [f"- {line}" for line in step_lines]
     lines.append("")
     lines.append("ours/theirs speed: the pipeline's median time over ours, against each pipeline row in turn (>= 1: ours is not slower).")
     table = "\n".join(lines)

@@ -33,6 +33,7 @@ class DecodingRequest:
     beam_size: int = 1
     word_timestamps: bool = False
     max_new_tokens: int = MAX_NEW_TOKENS
+    min_new_tokens: int = 0  # benchmarks only: end-of-text is forbidden before this many tokens
 
     @property
     def start_of_transcript_index(self) -> int:
@@ -168,7 +169,10 @@ class Sampling:
                 position += 1
                 if request.word_timestamps:
                     step_weights.append(weights)
-            chosen, logprob = self.choose(logits, rules.forbidden(step, state))
+            forbidden = rules.forbidden(step, state)
+            if step < request.min_new_tokens:
+                forbidden = forbidden | rules.end_of_text_forbidden
+            chosen, logprob = self.choose(logits, forbidden)
             sum_logprobs += logprob
             state = state.advance(chosen, rules.timestamp_begin, end_of_text)
             host = chosen.cpu().numpy()  # the one transfer of the step

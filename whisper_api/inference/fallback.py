@@ -23,6 +23,8 @@ class QualityOptions:
     logprob_threshold: float = -1.0
     no_speech_threshold: float = 0.6
     temperature_increment: float = 0.2
+    # Benchmarks only: decode exactly this many tokens per chunk, as a random-weight model is made to.
+    forced_new_tokens: int | None = None
 
 
 def temperature_schedule(start: float, increment: float) -> list[float]:
@@ -64,6 +66,9 @@ class FallbackDecoder:
         for current in schedule:
             rows = torch.tensor(pending, device=encoded.device)
             request = DecodingRequest(prefix, current, self.options.beam_size if current == 0 else 1, word_timestamps)
+            if self.options.forced_new_tokens:
+                request = replace(request, max_new_tokens=self.options.forced_new_tokens,
+                                  min_new_tokens=self.options.forced_new_tokens)
             decoded = self.decoder.decode(encoded.index_select(0, rows) if len(pending) < encoded.shape[0] else encoded,
                                           request, [frames[row] for row in pending], generator)
             still: list[int] = []

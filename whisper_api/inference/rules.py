@@ -77,6 +77,7 @@ class DecodingRules:
         is_text = torch.arange(vocabulary_size) < tokens.end_of_text
         only_end_of_text = torch.ones(vocabulary_size, dtype=torch.bool)
         only_end_of_text[tokens.end_of_text] = False
+        self.end_of_text_forbidden = (torch.arange(vocabulary_size) == tokens.end_of_text).to(device).unsqueeze(0)
         by_mode = torch.stack([suppressed, suppressed | is_timestamp, suppressed | is_text, only_end_of_text])
         self.by_mode = by_mode.to(device)  # (modes, vocabulary): forbidden in each mode
         # token ids where they are timestamps, beyond every floor elsewhere: `< floor` picks the
