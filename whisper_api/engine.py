@@ -17,6 +17,7 @@ from .decoding import DecodingOptions, SequentialDecoder
 from .devices import DeviceChoice, bfloat16_is_native, choose_device, dtype_problem, release_memory, resolve_dtype
 from .languages import UnsupportedLanguage
 from .model_queue import ModelQueue
+from .model_source import resolve_model_path
 from .transcript import Transcript, TranscriptionJob
 
 log = logging.getLogger(__name__)
@@ -155,10 +156,11 @@ def load_pipeline(settings: ModelSettings, device: DeviceChoice):
     transformers_logging.set_verbosity_error()
 
     dtype = TORCH_DTYPES[settings.dtype]
+    path = resolve_model_path(settings.name)
     try:
-        processor = WhisperProcessor.from_pretrained(settings.name)
+        processor = WhisperProcessor.from_pretrained(path)
         model = WhisperForConditionalGeneration.from_pretrained(
-            settings.name, dtype=dtype, attn_implementation=settings.attention, low_cpu_mem_usage=True
+            path, dtype=dtype, attn_implementation=settings.attention, low_cpu_mem_usage=True
         )
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load model {settings.name!r}: {error}") from None
