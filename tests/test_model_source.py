@@ -3,6 +3,8 @@ download; an unreachable hub is one clear line within seconds, not a minute of r
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -70,6 +72,37 @@ class SilentHub(FailingHub):
 
     def answer(self) -> None:
         time.sleep(CONNECTIVITY_TIMEOUT_SECONDS * 4)
+
+    do_GET = do_HEAD = answer
+
+
+FAKE_COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
+FAKE_FILES = {"config.json": b'{"model_type": "whisper"}', "model.safetensors": bytes(range(256)) * 4096,
+              "flax_model.msgpack": b"not wanted"}
+
+
+class FakeHub(FailingHub):
+    """Just enough of the hub's API for snapshot_download: the revision's file list, and files."""
+
+    def answer(self) -> None:
+        prefix = f"/{MODEL}/resolve/"
+        if self.path.startswith(f"/api/models/{MODEL}/revision/"):
+            siblings = [{"rfilename": name} for name in FAKE_FILES]
+            body = json.dumps({"id": MODEL, "sha": FAKE_COMMIT, "siblings": siblings}).encode()
+        elif self.path.startswith(prefix) and self.path.rsplit("/", 1)[-1] in FAKE_FILES:
+            body = FAKE_FILES[self.path.rsplit("/", 1)[-1]]
+        else:
+            self.send_response(200 if self.path == "/" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Repo-Commit", FAKE_COMMIT)
+        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
 
     do_GET = do_HEAD = answer
 
@@ -198,3 +231,18 @@ def test_download_takes_the_model_of_the_config_by_default(tmp_path):
     completed = run_download(tmp_path, "--config", str(write_config(tmp_path, MODEL, free_port())))
     assert completed.returncode == 0, completed.stderr
     assert "nothing to download" in completed.stdout
+
+
+def test_download_fetches_the_transformers_files_with_progress_then_reuses_them(tmp_path):
+    with local_hub(FakeHub) as endpoint:
+        environment = online_environment(tmp_path, endpoint)
+        command = [sys.executable, "-m", "whisper_api", "download", MODEL]
+        first = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=120, env=environment)
+        second = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=120, env=environment)
+    assert first.returncode == 0, first.stderr
+    snapshot = tmp_path / "hub" / "models--example--whisper-tiny" / "snapshots" / FAKE_COMMIT
+    assert f"Model {MODEL} is ready: {snapshot}" in first.stdout
+    assert "100%" in first.stderr  # huggingface_hub's progress bar
+    assert {path.name for path in snapshot.iterdir()} == {"config.json", "model.safetensors"}
+    assert (snapshot / "model.safetensors").read_bytes() == FAKE_FILES["model.safetensors"]
+    assert second.returncode == 0 and "nothing to download" in second.stdout
