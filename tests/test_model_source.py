@@ -193,11 +193,15 @@ def online_environment(tmp_path: Path, endpoint: str) -> dict[str, str]:
     return {**environment, "HF_ENDPOINT": endpoint, "HF_HUB_CACHE": str(tmp_path / "hub")}
 
 
+def run_whisper_api(environment: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "whisper_api", *arguments], cwd=REPOSITORY,
+                          capture_output=True, text=True, timeout=120, env=environment)
+
+
 def test_server_without_the_hub_exits_with_one_line_and_no_retries(tmp_path):
     config = write_config(tmp_path, MODEL, free_port())
     endpoint = closed_port_url()
-    completed = subprocess.run([sys.executable, "-m", "whisper_api", "--config", str(config)], cwd=REPOSITORY,
-                               capture_output=True, text=True, timeout=120, env=online_environment(tmp_path, endpoint))
+    completed = run_whisper_api(online_environment(tmp_path, endpoint), "--config", str(config))
     assert completed.returncode == 1
     errors = [line for line in completed.stderr.splitlines() if line.startswith("whisper-api:")]
     assert len(errors) == 1, completed.stderr
@@ -207,9 +211,7 @@ def test_server_without_the_hub_exits_with_one_line_and_no_retries(tmp_path):
 
 
 def run_download(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "whisper_api", "download", *arguments], cwd=REPOSITORY,
-                          capture_output=True, text=True, timeout=120,
-                          env=online_environment(tmp_path, closed_port_url()))
+    return run_whisper_api(online_environment(tmp_path, closed_port_url()), "download", *arguments)
 
 
 def test_download_says_nothing_to_do_when_the_model_is_cached(tmp_path):
@@ -236,9 +238,8 @@ def test_download_takes_the_model_of_the_config_by_default(tmp_path):
 def test_download_fetches_the_transformers_files_with_progress_then_reuses_them(tmp_path):
     with local_hub(FakeHub) as endpoint:
         environment = online_environment(tmp_path, endpoint)
-        command = [sys.executable, "-m", "whisper_api", "download", MODEL]
-        first = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=120, env=environment)
-        second = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=120, env=environment)
+        first = run_whisper_api(environment, "download", MODEL)
+        second = run_whisper_api(environment, "download", MODEL)
     assert first.returncode == 0, first.stderr
     snapshot = tmp_path / "hub" / "models--example--whisper-tiny" / "snapshots" / FAKE_COMMIT
     assert f"Model {MODEL} is ready: {snapshot}" in first.stdout
