@@ -51,37 +51,6 @@ $InstallHint = "winget install -e --id Python.Python.3.12"
 # Prints "3.12 64 C:\...\python.exe": version, pointer bits, interpreter.
 $ProbeProgram = "import struct, sys; print('%d.%d %d %s' % (sys.version_info[0], sys.version_info[1], struct.calcsize('P') * 8, sys.executable))"
 
-# Reads the model from argv[1]; says so when it is already complete in the cache.
-$DownloadProgram = @'
-import sys
-from pathlib import Path
-
-from huggingface_hub import snapshot_download
-
-name = sys.argv[1]
-# The transformers files only: repositories also hold TensorFlow, Flax and ONNX copies.
-patterns = ['*.json', '*.txt', '*.safetensors', '*.tiktoken', '*.model']
-
-
-def complete(path):
-    folder = Path(path)
-    return any(folder.glob('*.safetensors')) or any(folder.glob('pytorch_model*.bin'))
-
-
-try:
-    path = snapshot_download(name, allow_patterns=patterns, local_files_only=True)
-except Exception:
-    path = None
-if path and complete(path):
-    print('Model ' + name + ' is already in the Hugging Face cache: nothing to download (' + path + ')')
-    sys.exit(0)
-print('Downloading ' + name + ' into the Hugging Face cache ...')
-path = snapshot_download(name, allow_patterns=patterns)
-if not complete(path):
-    # Older repositories have no safetensors copy.
-    path = snapshot_download(name, allow_patterns=patterns + ['pytorch_model*.bin'])
-print('Model ' + name + ' is ready: ' + path)
-'@
 
 function Write-Step([string]$Message) { Write-Host $Message -ForegroundColor Cyan }
 function Write-Done([string]$Message) { Write-Host $Message -ForegroundColor Green }
@@ -246,7 +215,9 @@ if ($Model) {
     Write-Step "Model $Model ..."
     # Without Windows developer mode the cache copies files instead of linking them; that is fine.
     $env:HF_HUB_DISABLE_SYMLINKS_WARNING = "1"
-    try { $DownloadProgram | & $VenvPython - $Model; $code = $LASTEXITCODE } finally { Remove-Item Env:HF_HUB_DISABLE_SYMLINKS_WARNING }
+    # The same download command as on every platform; it says so when the model is already cached.
+    Push-Location -LiteralPath $ProjectDir
+    try { & $VenvPython -m whisper_api download $Model; $code = $LASTEXITCODE } finally { Pop-Location; Remove-Item Env:HF_HUB_DISABLE_SYMLINKS_WARNING }
     if ($code -ne 0) {
         Stop-WithMessage "Downloading $Model failed." "Check the name (e.g. openai/whisper-large-v3-turbo) and the network, then run this script again."
     }
@@ -262,7 +233,7 @@ if ($changed) {
 # ------------------------------------------------------------------------------ test / run
 if ($Test) {
     Push-Location -LiteralPath $ProjectDir
-    try { & $VenvPython -m pytest -q; $code = $LASTEXITCODE } finally { Pop-Location }
+    try { & $VenvPython -m pytest -q -rs; $code = $LASTEXITCODE } finally { Pop-Location }
     exit $code
 }
 if ($Run) {

@@ -1,17 +1,17 @@
 """Benchmark audio, made offline: Japanese sentences from pyopenjtalk, plus JFK's inaugural clip
-from ../shared/audio when it is there (the benchmark runs without it)."""
+from tests/fixtures."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
+from tests.support.recordings import JFK_WAV, reference_transcript
 from tests.support.speech import MEETING_SENTENCES, SAMPLE_RATE, concatenate, japanese_speech
 
 SENTENCES = MEETING_SENTENCES
-JFK = Path(__file__).resolve().parents[2] / "shared" / "audio" / "en_jfk.wav"
-JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+JFK = JFK_WAV
+JFK_TEXT = reference_transcript(JFK_WAV.name)
 
 
 def short_clip() -> tuple[np.ndarray, str]:

@@ -20,7 +20,6 @@ from whisper_api.engine import Engine
 
 API_KEY = "test-key-123"
 API_VERSION = "2024-06-01"
-SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 
 
 @pytest.fixture(scope="session")
@@ -78,20 +77,3 @@ def live_server(model_settings: ModelSettings, engine: Engine) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def transcriptions_url(live_server: str) -> str:
     return f"{live_server}/openai/deployments/whisper/audio/transcriptions?api-version={API_VERSION}"
-
-
-def shared_audio(name: str) -> Path:
-    path = SHARED_AUDIO / name
-    if not path.exists():
-        pytest.skip(f"real speech {path} is not present (it lives in ../shared/audio beside the checkout)")
-    return path
-
-
-def manifest_transcript(name: str) -> str:
-    import csv
-
-    with open(shared_audio("MANIFEST.tsv"), encoding="utf-8") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            if row["file"] == name:
-                return row["reference_transcript"]
-    pytest.skip(f"{name} is not listed in MANIFEST.tsv")

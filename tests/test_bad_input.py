@@ -1,5 +1,8 @@
 """Hostile and broken input: every case gets the right 4xx in Azure's envelope, or a correct
-transcription where the audio is valid; never a 5xx, a traceback or a hang."""
+transcription where the audio is valid; never a 5xx, a traceback or a hang.
+
+The one table of HTTP error answers (401, 404, 400, 413); test_contract checks that the
+`openai` SDKs turn them into their typed exceptions."""
 
 from __future__ import annotations
 
@@ -92,6 +95,8 @@ class Case:
     headers: dict | None = None
     body: Callable[[], bytes] | None = None  # raw body instead of multipart
     path: str = PATH
+    code: str | None = None  # the envelope's error code, where Azure's is known
+    message: str | None = None  # a part of the envelope's message
     check_speech: bool = False  # a 200 must hold the spoken sentence
     expect_empty_text: bool = False
 
@@ -101,10 +106,13 @@ def audio_file(make: Callable[[], bytes], filename: str = "audio.wav") -> Callab
 
 
 GOOD = audio_file(lambda: encode(speech(), "wav"))
+ACCESS_DENIED = "Access denied due to invalid subscription key"
+NOT_AUDIO = "Supported formats: flac, m4a, mp3"
 
 CORPUS = [
     Case("empty file", 400, "file", audio_file(lambda: b"")),
-    Case("text renamed .wav", 400, "file", audio_file(lambda: "こんにちは, not audio\n".encode() * 50)),
+    Case("text renamed .wav", 400, "file", audio_file(lambda: "こんにちは, not audio\n".encode() * 50),
+         message=NOT_AUDIO),
     Case("png renamed .wav", 400, "file", audio_file(lambda: b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)),
     Case("riff header only", 400, "file", audio_file(lambda: wav(speech())[:44])),
     Case("truncated wav", 200, None, audio_file(lambda: truncated(wav(speech()), 0.9))),
@@ -136,7 +144,8 @@ CORPUS = [
          headers={"api-key": API_KEY, "Content-Type": "application/json"}),
     Case("urlencoded body", 400, "file", body=lambda: b"file=abc&language=ja",
          headers={"api-key": API_KEY, "Content-Type": "application/x-www-form-urlencoded"}),
-    Case("body over the limit", 413, "file", audio_file(lambda: b"\0" * (MAX_UPLOAD_MB * 1024 * 1024 + 200_000))),
+    Case("body over the limit", 413, "file", audio_file(lambda: b"\0" * (MAX_UPLOAD_MB * 1024 * 1024 + 200_000)),
+         message="Maximum content size limit"),
     Case("invalid language", 400, "language", GOOD, data={"language": "xx-klingon"}),
     Case("temperature abc", 400, "temperature", GOOD, data={"temperature": "abc"}),
     Case("temperature -1", 400, "temperature", GOOD, data={"temperature": "-1"}),
@@ -150,11 +159,15 @@ CORPUS = [
          check_speech=True),
     Case("filename with control characters", 200, None,
          audio_file(lambda: encode(speech(), "wav"), "a\x00b\x1b[31m\r\n.wav"), check_speech=True),
-    Case("unknown deployment", 404, None, GOOD,
+    Case("unknown deployment", 404, None, GOOD, code="DeploymentNotFound",
          path=f"/openai/deployments/nope/audio/transcriptions?api-version={API_VERSION}"),
-    Case("wrong api key", 401, None, GOOD, headers={"api-key": "wrong"}),
-    Case("missing api key", 401, None, GOOD, headers={}),
-    Case("huge api key", 401, None, GOOD, headers={"api-key": "k" * 100_000}),
+    Case("missing api-version", 404, None, GOOD, message="Resource not found",
+         path="/openai/deployments/whisper/audio/transcriptions"),
+    Case("unknown route", 404, None, GOOD, path="/nope"),
+    Case("wrong api key", 401, None, GOOD, code="401", message=ACCESS_DENIED, headers={"api-key": "wrong"}),
+    Case("missing api key", 401, None, GOOD, code="401", message=ACCESS_DENIED, headers={}),
+    Case("empty api key", 401, None, GOOD, code="401", message=ACCESS_DENIED, headers={"api-key": ""}),
+    Case("huge api key", 401, None, GOOD, code="401", headers={"api-key": "k" * 100_000}),
     Case("header too large for the server", 431, None, GOOD, headers={"api-key": "k" * 300_000}),
 ]
 
@@ -180,9 +193,12 @@ def test_bad_input_gets_the_right_answer(server, case):
     body = response.json()
     if case.status >= 400:
         error = body["error"]
-        assert error["code"] and error["message"]
+        assert error["code"] == (case.code or error["code"]) and error["message"]
+        assert case.message is None or case.message in error["message"], error["message"]
         if case.param:
             assert error["param"] == case.param
+        if case.status == 400:
+            assert error["type"] == "invalid_request_error"
         return
     if case.check_speech:
         assert character_error_rate(SENTENCE, body["text"]) <= 0.35, body["text"]

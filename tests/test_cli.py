@@ -100,7 +100,7 @@ def test_missing_model_exits_non_zero_with_one_line(tmp_path):
     config = write_config(tmp_path, str(tmp_path / "no-such-model"), free_port())
     result = run_cli("--config", str(config))
     assert result.returncode == 1
-    assert "cannot load model" in result.stderr
+    assert "is neither an existing folder nor a Hugging Face model id" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -8,6 +8,7 @@ typed objects, with sane fields.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 
 import openai
 import pytest
@@ -162,30 +163,45 @@ def test_deployments_and_models_are_listed(live_server):
     assert {model.id for model in client_for("azure-v1", live_server).models.list()} == {"whisper", "whisper-ja"}
 
 
+@dataclass(frozen=True)
+class SdkError:
+    """A request the server refuses, and what the SDK must raise for it."""
+
+    exception: type[openai.APIStatusError]
+    status: int
+    fields: dict = field(default_factory=dict)
+    param: str | None = None
+    message: str | None = None  # a part of the exception's message
+    key: str = API_KEY
+    model: str = "whisper"
+    upload: tuple[str, bytes] | None = None  # instead of the speech
+
+
+SDK_ERRORS = {
+    "wrong key": SdkError(openai.AuthenticationError, 401, key="wrong"),
+    "unknown deployment": SdkError(openai.NotFoundError, 404, model="nope"),
+    "unknown language": SdkError(openai.BadRequestError, 400, {"language": "klingon"}, "language"),
+    "language whisper lacks": SdkError(openai.BadRequestError, 400, {"language": "yue"}, "language"),
+    "unknown format": SdkError(openai.BadRequestError, 400, {"response_format": "xml"}, "response_format"),
+    "words without verbose_json": SdkError(openai.BadRequestError, 400, {
+        "timestamp_granularities": ["word"], "response_format": "json"}, "timestamp_granularities"),
+    "not audio": SdkError(openai.BadRequestError, 400, param="file", message="webm",
+                          upload=("notes.txt", b"plain text, not audio" * 20)),
+    "over the upload limit": SdkError(openai.APIStatusError, 413, message="Maximum content size limit (2097152) exceeded",
+                                      upload=("big.wav", b"\0" * (3 * 1024 * 1024))),
+}
+
+
 @pytest.mark.parametrize("surface", SURFACES)
-def test_error_bodies_parse_into_sdk_exceptions(live_server, speech, surface):
-    audio = ("a.wav", speech[1])
-    with pytest.raises(openai.AuthenticationError) as raised:
-        client_for(surface, live_server, key="wrong").audio.transcriptions.create(model="whisper", file=audio)
-    assert raised.value.status_code == 401 and raised.value.code == "401"
-
-    with pytest.raises(openai.NotFoundError) as raised:
-        client_for(surface, live_server).audio.transcriptions.create(model="nope", file=audio)
-    assert raised.value.code == ("model_not_found" if surface == "openai-v1" else "DeploymentNotFound")
-
-    client = client_for(surface, live_server)
-    for fields, param in [({"language": "klingon"}, "language"), ({"response_format": "xml"}, "response_format"),
-                          ({"timestamp_granularities": ["word"], "response_format": "json"}, "timestamp_granularities"),
-                          ({"language": "yue"}, "language")]:
-        with pytest.raises(openai.BadRequestError) as raised:
-            client.audio.transcriptions.create(model="whisper", file=audio, **fields)
-        assert raised.value.status_code == 400 and raised.value.param == param, fields
-
-    with pytest.raises(openai.BadRequestError) as raised:
-        client.audio.transcriptions.create(model="whisper", file=("notes.txt", b"plain text, not audio" * 20))
-    assert raised.value.param == "file" and "webm" in raised.value.message
-
-    with pytest.raises(openai.APIStatusError) as raised:
-        client.audio.transcriptions.create(model="whisper", file=("big.wav", b"\0" * (3 * 1024 * 1024)))
-    assert raised.value.status_code == 413
-    assert "Maximum content size limit (2097152) exceeded" in raised.value.message
+@pytest.mark.parametrize("case", SDK_ERRORS.values(), ids=SDK_ERRORS.keys())
+def test_error_bodies_parse_into_sdk_exceptions(live_server, speech, surface, case):
+    client = client_for(surface, live_server, key=case.key)
+    with pytest.raises(case.exception) as raised:
+        client.audio.transcriptions.create(model=case.model, file=case.upload or ("a.wav", speech[1]), **case.fields)
+    assert raised.value.status_code == case.status
+    assert case.param is None or raised.value.param == case.param
+    assert case.message is None or case.message in raised.value.message
+    if case.status == 401:
+        assert raised.value.code == "401"
+    if case.status == 404:
+        assert raised.value.code == ("model_not_found" if surface == "openai-v1" else "DeploymentNotFound")

@@ -156,7 +156,8 @@ def test_model_that_does_not_load_exits_non_zero_with_advice(tmp_path, capsys, m
     missing = tmp_path / "no-such-model"
     exit_code, output = run_doctor(capsys, write_config(tmp_path, str(missing)))
     assert exit_code == 1
-    assert "PROBLEM  the model did not load: ModelLoadError" in output
+    assert "PROBLEM  the model did not load: ModelUnavailable" in output  # whisper_api/model_source.py
+    assert "neither an existing folder nor a Hugging Face model id" in output
     assert "->" in output.split("the model did not load", 1)[1]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import manifest_transcript, shared_audio
+from tests.support.recordings import FIXTURES, reference_transcript
 from tests.support.speech import (
     ENGLISH_SENTENCES,
     JAPANESE_SENTENCES,
@@ -50,10 +50,10 @@ def test_language_is_detected_when_not_given(engine):
 
 @pytest.mark.parametrize("name", ["en_jfk.wav", "en_jfk.mp3"])
 def test_real_human_speech_matches_its_reference(engine, name):
-    audio = decode(shared_audio(name).read_bytes())
+    audio = decode((FIXTURES / name).read_bytes())
     transcript = engine.transcribe(TranscriptionJob(samples=audio.samples, language="en"))
     # whisper base transcribes this clip word for word; punctuation is not scored
-    assert word_error_rate(manifest_transcript(name), transcript.text) == 0.0, transcript.text
+    assert word_error_rate(reference_transcript(name), transcript.text) == 0.0, transcript.text
 
 
 def test_audio_longer_than_30_seconds_is_transcribed_whole(engine):

@@ -10,10 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 
 from tests.support import whisper_checkpoint
+from tests.support.recordings import JFK_WAV, reference_transcript
 
-AUDIO_DIR = Path(__file__).resolve().parents[2] / "shared" / "audio"
-JFK_WAV = AUDIO_DIR / "en_jfk.wav"
-JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+JFK_TEXT = reference_transcript(JFK_WAV.name)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +23,6 @@ def checkpoint_dir() -> Path:
 
 def test_transcribes_jfk_exactly(checkpoint_dir: Path) -> None:
     """Greedy decoding gives the reference text, and every weight loads."""
-    if not JFK_WAV.is_file():
-        pytest.skip(f"reference audio not found: {JFK_WAV}")
     import soundfile
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
@@ -77,3 +74,19 @@ def test_failed_conversion_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(RuntimeError, match="killed"):
         whisper_checkpoint.ensure_whisper_base(target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_model_bin_with_another_digest_is_refused_naming_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packages that changed under the same version stop the conversion with both digests named."""
+    installed, expected = whisper_checkpoint.MODEL_BIN_SHA256, "0" * 64  # installed: see the test below
+    monkeypatch.setattr(whisper_checkpoint, "MODEL_BIN_SHA256", expected)
+    with pytest.raises(whisper_checkpoint.ModelBinMismatch) as raised:
+        whisper_checkpoint.ensure_whisper_base(tmp_path / "whisper-base")
+    assert f"SHA-256 {installed}, expected {expected}" in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pinned_digest_is_the_installed_packages() -> None:
+    first_part, second_part = whisper_checkpoint.package_data_dirs()
+    data = (first_part / "model.bin.part1").read_bytes() + (second_part / "model.bin.part2").read_bytes()
+    assert whisper_checkpoint.verified_model_bin(data) is data

@@ -1,4 +1,4 @@
-"""Command line: `python -m whisper_api [serve|doctor] [--config PATH] [--debug]`."""
+"""Command line: `python -m whisper_api [serve|doctor|download [NAME]] [--config PATH] [--debug]`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import logging
 import sys
 
 from .config import ConfigError, Settings, config_path_from_environment, load_settings
+from .model_source import ModelUnavailable, download_model
 
 log = logging.getLogger("whisper_api")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m whisper_api", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=("serve", "doctor"), default="serve")
+    parser.add_argument("command", nargs="?", choices=("serve", "doctor", "download"), default="serve")
+    parser.add_argument("model", nargs="?", help="download: a Hugging Face model id (default: [model] name)")
     parser.add_argument("--config", help="INI file (default: $WHISPER_API_CONFIG, else conf/whisper_api.ini)")
     parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
     arguments = parser.parse_args(argv)
@@ -21,8 +23,16 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if arguments.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if arguments.model and arguments.command != "download":
+        parser.error(f"only download takes a model name, not {arguments.command}")
     try:
+        if arguments.command == "download" and arguments.model:
+            print(download_model(arguments.model))
+            return 0
         settings = load_settings(config_path_from_environment(arguments.config))
+        if arguments.command == "download":
+            print(download_model(settings.model.name))
+            return 0
         if arguments.command == "doctor":
             from .doctor import run_doctor
 
@@ -30,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings)
     except ConfigError as error:
         return fail(f"configuration error: {error}", arguments.debug)
+    except ModelUnavailable as error:  # says what to do already
+        return fail(str(error), arguments.debug)
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # start-up failures end with one clear line, not a traceback

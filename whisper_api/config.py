@@ -14,7 +14,7 @@ CONFIG_ENV_VARIABLE = "WHISPER_API_CONFIG"
 DEVICES = ("auto", "directml", "cuda", "cpu")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
-STRATEGIES = ("auto", "vad", "sequential", "chunked")
+STRATEGIES = ("auto", "vad", "sequential")
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
 
 T = TypeVar("T")

@@ -20,6 +20,7 @@ from .inference.model import TORCH_DTYPES, LoadedModel, ModelLoadError
 from .inference.vad import SpeechDetector, VadOptions
 from .languages import UnsupportedLanguage
 from .model_queue import ModelQueue
+from .model_source import resolve_model_path
 from .transcript import Transcript, TranscriptionJob
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ class Engine:
         if settings.dtype == "bfloat16" and device.kind == "cpu" and not bfloat16_is_native():
             log.warning("this CPU has no bfloat16 instructions: dtype = bfloat16 runs slower than float32 here")
         started = time.perf_counter()
-        model = LoadedModel.load(settings.name, device.device, TORCH_DTYPES[settings.dtype], settings.attention)
+        path = resolve_model_path(settings.name)
+        model = LoadedModel.load(path, device.device, TORCH_DTYPES[settings.dtype], settings.attention)
         engine = cls(settings, device, model, time.perf_counter() - started, max_queue)
         log.info("model %s loaded on %s (%s) in %.1f s", settings.name, device.kind, settings.dtype,
                  engine.info.load_seconds)

