@@ -127,7 +127,11 @@ REQUEST_PATHS = {
     "beam search": RequestPath({"beam_size": 2}),
 }
 
-GENERATE_FLOAT64 = "transformers' generate: segment retrieval turns token positions into float64 on the model's device"
+GENERATE_FLOAT64 = (
+    "float64: generate's _retrieve_segment and _extract_token_timestamps turn token positions into float64 "
+    "(generation_whisper.py 812, 2045-2092, 370-381); the feature extractor's mel filters are float64 "
+    "(feature_extraction_whisper.py 155)"
+)
 INFERENCE_MODE_IN_ENGINE = "Engine.transcribe runs the model under torch.inference_mode() (engine.py)"
 # (path, rule) -> why it fails today (transformers' generate and engine.py); the own decoding loop
 # replacing generate removes these: delete an entry when its case passes (strict xfail says so).
