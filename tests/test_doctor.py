@@ -19,7 +19,7 @@ from tests.support.directml_doubles import (
 )
 from whisper_api import devices
 from whisper_api.__main__ import main
-from whisper_api.doctor import adapters, model_check
+from whisper_api.doctor import adapters, device_choice, model_check
 from whisper_api.text_metrics import character_error_rate
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def test_directml_device_that_raises_when_opened_exits_non_zero(tmp_path, capsys
 def test_directml_that_is_installed_but_fails_is_explained_not_reinstalled(tmp_path, capsys, monkeypatch, model_dir, variant, reason):
     """auto reaches the CPU; doctor says what failed and what to do, not "install torch-directml"."""
     use_directml_double(monkeypatch, variant)
-    monkeypatch.setattr(sys, "platform", "win32")  # where doctor warns that no GPU is used
+    monkeypatch.setattr(device_choice, "ON_WINDOWS", True)  # where doctor warns that no GPU is used
     monkeypatch.setattr(adapters, "list_windows_adapters", lambda: [])
     exit_code, output = run_doctor(capsys, write_config(tmp_path, str(model_dir), device="auto"))
     assert exit_code == 0, output

@@ -8,6 +8,8 @@ from .. import devices
 from ..config import Settings
 from .report import Report
 
+ON_WINDOWS = sys.platform == "win32"  # where a GPU is expected (DirectML), so the CPU deserves a warning
+
 
 def report_device_choice(report: Report, settings: Settings) -> devices.DeviceChoice | None:
     report.section("Device")
@@ -29,7 +31,7 @@ def report_device_choice(report: Report, settings: Settings) -> devices.DeviceCh
     report.item("because", choice.reason)
     for kind, why in choice.skipped.items():
         report.item(f"{kind} skipped", why)
-    if requested == "auto" and choice.kind == "cpu" and sys.platform == "win32":
+    if requested == "auto" and choice.kind == "cpu" and ON_WINDOWS:
         why = choice.skipped.get("directml", "")
         if why == "torch-directml is not installed":
             advice = "run setup.ps1 without -Cpu to install torch-directml, then run doctor again"
