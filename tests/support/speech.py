@@ -13,15 +13,15 @@ import io
 import shutil
 import subprocess
 import tempfile
-import unicodedata
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import av
 import numpy as np
 import soundfile
 import soxr
+
+from whisper_api.text_metrics import character_error_rate, word_error_rate  # noqa: F401 (tests import them from here)
 
 SAMPLE_RATE = 16000
 
@@ -263,54 +263,3 @@ def decoded_duration(data: bytes) -> float:
             samples += frame.samples
             rate = frame.sample_rate
     return samples / rate if rate else 0.0
-
-
-def _japanese_characters(text: str) -> list[str]:
-    normalized = unicodedata.normalize("NFKC", text).casefold()
-    return [
-        character
-        for character in normalized
-        if not character.isspace() and not unicodedata.category(character).startswith("P")
-    ]
-
-
-def _english_words(text: str) -> list[str]:
-    normalized = unicodedata.normalize("NFKC", text).casefold()
-    kept = "".join(c for c in normalized if not unicodedata.category(c).startswith("P"))
-    return kept.split()
-
-
-def _levenshtein(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
-    previous = list(range(len(hypothesis) + 1))
-    for row, expected in enumerate(reference, start=1):
-        current = [row]
-        for column, actual in enumerate(hypothesis, start=1):
-            current.append(
-                min(
-                    previous[column] + 1,
-                    current[column - 1] + 1,
-                    previous[column - 1] + (expected != actual),
-                )
-            )
-        previous = current
-    return previous[-1]
-
-
-def _error_rate(reference: Sequence[str], hypothesis: Sequence[str]) -> float:
-    if not reference:
-        return 0.0 if not hypothesis else 1.0
-    return _levenshtein(reference, hypothesis) / len(reference)
-
-
-def character_error_rate(reference: str, hypothesis: str) -> float:
-    """Character edit distance / reference length, ignoring spaces and punctuation.
-
-    Both texts are NFKC-normalized so full-width and half-width forms match.
-    An empty reference scores 0.0 against an empty hypothesis, else 1.0.
-    """
-    return _error_rate(_japanese_characters(reference), _japanese_characters(hypothesis))
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word edit distance / reference word count, ignoring case and punctuation."""
-    return _error_rate(_english_words(reference), _english_words(hypothesis))
