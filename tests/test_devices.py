@@ -129,7 +129,7 @@ def test_bfloat16_on_the_cpu_transcribes_as_float32_does(model_dir, engine):
     suffer for it (measured: the same text as float32 on the benchmark's clips)."""
     bfloat16 = Engine.load(ModelSettings(name=str(model_dir), device="cpu", dtype="bfloat16", warmup=False))
     assert bfloat16.info.dtype == "bfloat16"
-    assert next(bfloat16.pipeline.model.parameters()).dtype == torch.bfloat16
+    assert next(bfloat16.model.model.parameters()).dtype == torch.bfloat16
     sentence = JAPANESE_SENTENCES[3]
     job = TranscriptionJob(samples=japanese_speech(sentence), language="ja")
     float32_text = engine.transcribe(job).text
@@ -153,7 +153,7 @@ def test_health_names_the_dtype_auto_resolved_to(monkeypatch, model_dir, setting
     use_directml_double(monkeypatch, "working")
     engine = Engine.load(ModelSettings(name=str(model_dir), device="directml", dtype="auto", warmup=False))
     assert engine.info.dtype == "float32"
-    assert next(engine.pipeline.model.parameters()).dtype == torch.float32
+    assert next(engine.model.model.parameters()).dtype == torch.float32
     health = create_app(settings, engine=engine).test_client().get("/health").get_json()
     assert health["dtype"] == "float32"
 

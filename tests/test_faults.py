@@ -21,21 +21,21 @@ def post(url: str) -> requests.Response:
 
 @pytest.mark.parametrize(
     "fault",
-    [RuntimeError("injected failure inside generate"), torch.OutOfMemoryError("injected: out of memory")],
+    [RuntimeError("injected failure inside decoding"), torch.OutOfMemoryError("injected: out of memory")],
     ids=["exception", "out-of-memory"],
 )
 def test_fault_inside_inference_gives_500_and_the_next_request_succeeds(live_server, engine, monkeypatch, fault):
-    model = engine.pipeline.model
-    real_generate = model.generate
+    decoder = engine.decoder
+    real_decode = decoder.decode
     calls = []
 
     def failing_once(*arguments, **keywords):
         calls.append(1)
         if len(calls) == 1:
             raise fault
-        return real_generate(*arguments, **keywords)
+        return real_decode(*arguments, **keywords)
 
-    monkeypatch.setattr(model, "generate", failing_once)
+    monkeypatch.setattr(decoder, "decode", failing_once)
     failed = post(live_server)
     assert failed.status_code == 500
     error = failed.json()["error"]

@@ -22,7 +22,7 @@ PATH = f"/openai/deployments/whisper/audio/transcriptions?api-version={API_VERSI
 @pytest.fixture(scope="module")
 def queued_engine(engine, model_settings) -> Engine:
     """The session's model behind a queue of one waiting place."""
-    return Engine(model_settings, engine.device, engine.pipeline, 0.0, max_queue=1)
+    return engine.with_settings(max_queue=1)
 
 
 @pytest.fixture(scope="module")

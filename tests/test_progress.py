@@ -42,14 +42,9 @@ def assert_runs_from_zero_to_total(reports: list[tuple[int, int]]) -> None:
     assert done[-1] == reports[-1][1]
 
 
-def test_sequential_decoder_reports_from_zero_to_total(engine, two_sentences):
-    assert engine.info.strategy == "sequential"
-    assert_runs_from_zero_to_total(reports_of(engine, two_sentences))
-
-
-def test_chunked_decoder_reports_from_zero_to_total(model_settings, two_sentences):
-    chunked = Engine.load(replace(model_settings, strategy="chunked"))
-    assert_runs_from_zero_to_total(reports_of(chunked, two_sentences))
+@pytest.mark.parametrize("strategy", ["vad", "sequential"])
+def test_each_strategy_reports_from_zero_to_total(engine, two_sentences, strategy):
+    assert_runs_from_zero_to_total(reports_of(engine.with_settings(strategy=strategy), two_sentences))
 
 
 def post_clip(url: str, samples, request_id: str | None = None) -> requests.Response:

@@ -123,7 +123,7 @@ def test_concurrent_requests_all_succeed_and_never_overlap_in_the_model(live_ser
     active = 0
     most_active = 0
     guard = threading.Lock()
-    decode = engine.decoder.transcribe
+    decode = engine.long_form.transcribe
 
     def counting_transcribe(job):
         nonlocal active, most_active
@@ -136,7 +136,7 @@ def test_concurrent_requests_all_succeed_and_never_overlap_in_the_model(live_ser
             with guard:
                 active -= 1
 
-    engine.decoder.transcribe = counting_transcribe
+    engine.long_form.transcribe = counting_transcribe
     try:
         client = azure_client(live_server)
         with ThreadPoolExecutor(max_workers=6) as pool:
@@ -145,6 +145,6 @@ def test_concurrent_requests_all_succeed_and_never_overlap_in_the_model(live_ser
                 range(6),
             ))
     finally:
-        del engine.decoder.transcribe
+        del engine.long_form.transcribe
     assert all(character_error_rate(SENTENCE, result.text) <= 0.35 for result in results)
     assert most_active == 1

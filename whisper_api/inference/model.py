@@ -10,6 +10,7 @@ import torch
 
 SAMPLE_RATE = 16000
 HOP_LENGTH = 160
+N_FFT = 400
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames a second
 WINDOW_SECONDS = 30
 WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
@@ -77,6 +78,9 @@ class LoadedModel:
             heads = [[layer, head] for layer in range(layers // 2, layers) for head in range(per_layer)]
         self.alignment_heads: tuple[tuple[int, int], ...] = tuple((int(layer), int(head)) for layer, head in heads)
         self.max_target_positions = model.config.max_target_positions
+        # (mel bins, frequencies), float32 from the start: no float64 tensor is ever made
+        self._mel_filters = torch.from_numpy(np.ascontiguousarray(feature_extractor.mel_filters.T, dtype=np.float32))
+        self._window = torch.hann_window(N_FFT)
 
     @property
     def attention(self) -> str:
@@ -102,13 +106,23 @@ class LoadedModel:
 
     def log_mel(self, pieces: list[np.ndarray]) -> torch.Tensor:
         """Log-mel spectrograms of up to 30 s of audio each, padded with silence to 30 s:
-        (pieces, mel bins, 3000) on the CPU in float32."""
-        features = self.feature_extractor(
-            [piece.astype(np.float32, copy=False) for piece in pieces], sampling_rate=SAMPLE_RATE,
-            return_tensors="pt", padding="max_length", truncation=True,
-            device="cuda" if self.device.type == "cuda" else "cpu",
-        ).input_features
-        return features.float().cpu()
+        (pieces, mel bins, 3000) in float32, on the GPU for CUDA and on the CPU otherwise.
+
+        The feature extractor's own computation, in float32 throughout (it builds its mel filters
+        as a float64 tensor at every call, which DirectML could not hold) and one STFT per batch.
+        """
+        audio = np.zeros((len(pieces), WINDOW_SAMPLES), dtype=np.float32)
+        for row, piece in enumerate(pieces):
+            piece = piece[:WINDOW_SAMPLES]
+            audio[row, : len(piece)] = piece
+        device = self.device if self.device.type == "cuda" else torch.device("cpu")
+        waveform = torch.from_numpy(audio).to(device)
+        stft = torch.stft(waveform, N_FFT, HOP_LENGTH, window=self._window.to(device), return_complex=True)
+        power = stft[..., :-1].abs() ** 2
+        mel = torch.matmul(self._mel_filters.to(device), power)
+        log_spec = mel.clamp(min=1e-10).log10()
+        ceiling = log_spec.amax(dim=(1, 2), keepdim=True)
+        return (torch.maximum(log_spec, ceiling - 8.0) + 4.0) / 4.0
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
         """Encoder states (batch, 1500, width) on the device."""
