@@ -38,8 +38,8 @@ UNCOVERED_SPEECH_SECONDS = 1.0
 MAX_RESUMES_PER_CHUNK = 3
 # Empty text over speech the VAD is this sure of (mean frame probability) is decoded again.
 CONFIDENT_SPEECH = 0.8
-# A segment edge in a pause moves to the speech, unless that would move it further than this.
-SNAP_LIMIT_SECONDS = 3.0
+# The sequential loop forgets the previous text across a pause this long.
+STALE_CONTEXT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -182,11 +182,11 @@ def held_to_speech(segment: Segment, regions: tuple[SpeechRegion, ...]) -> Segme
     start, end = segment.start, segment.end
     if regions and not any(region.start <= start < region.end for region in regions):
         later = [region.start for region in regions if start < region.start < end]
-        if later and later[0] - start <= SNAP_LIMIT_SECONDS:
+        if later:
             start = later[0]
     if regions and not any(region.start < end <= region.end for region in regions):
         earlier = [region.end for region in regions if start < region.end < end]
-        if earlier and end - earlier[-1] <= SNAP_LIMIT_SECONDS:
+        if earlier:
             end = earlier[-1]
     if (start, end) == (segment.start, segment.end):
         return segment
@@ -222,8 +222,12 @@ class SequentialStrategy:
             speech_ahead = [region for region in regions if region.end * FRAMES_PER_SECOND > seek]
             if not speech_ahead:
                 break  # nothing but silence, noise or music left
-            # jump over silence: a window opens where the next speech starts
-            seek = max(seek, int(speech_ahead[0].start * FRAMES_PER_SECOND))
+            # jump over silence: a window opens where the next speech starts; text from before a
+            # long pause is no context for what follows it (a new speaker, a new topic)
+            next_speech = int(speech_ahead[0].start * FRAMES_PER_SECOND)
+            if next_speech - seek > STALE_CONTEXT_SECONDS * FRAMES_PER_SECOND:
+                previous = []
+            seek = max(seek, next_speech)
             window = samples[seek * HOP_LENGTH : seek * HOP_LENGTH + WINDOW_SAMPLES]
             window_frames = len(window) // HOP_LENGTH
             if window_frames == 0:
@@ -245,6 +249,7 @@ class SequentialStrategy:
                                   seek=seek, keep_open_tail=False)
             consumed = self.consumed(text, window_frames, offset, regions)
             for segment in text.segments:
+                segment = held_to_speech(segment, tuple(regions))
                 previous_end = segments[-1].end if segments else 0.0
                 segments.append(renumbered(segment, len(segments), job.duration, previous_end))
             if self.condition_on_previous_text and result.temperature <= 0.5:
