@@ -149,7 +149,7 @@ def long_form_table(model: str, peer_model: Path | None, clip_names: list[str] |
         "on a short clip, one timed run per clip",
         "",
     ]
-    return "\n".join(header) + table(runs, clips)
+    return "\n".join(header) + "\n" + table(runs, clips)
 
 
 def main(argv: list[str] | None = None) -> int:
