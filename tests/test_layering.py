@@ -21,3 +21,9 @@ def test_routes_do_not_import_torch():
 
 def test_engine_does_not_import_flask():
     assert "flask" not in imported_after("whisper_api.engine")
+
+
+def test_speech_detection_imports_neither_torch_nor_flask_nor_silero_vad():
+    """silero_vad's import sets torch to one thread; the model file is read without it."""
+    imported = imported_after("whisper_api.inference.vad, whisper_api.inference.chunks")
+    assert not {"torch", "flask", "silero_vad"} & imported

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from tests.support.speech import DEFAULT_VOICE, SAMPLE_RATE, SECOND_VOICE, Voice, japanese_speech
+from tests.support.speech import DEFAULT_VOICE, MEETING_SENTENCES, SAMPLE_RATE, SECOND_VOICE, Voice, japanese_speech
 
 NonSpeechKind = Literal["silence", "noise", "tones", "pause"]
 
@@ -198,14 +198,11 @@ def repeated_sentences() -> LongFormClip:
 def late_start_cut_off() -> LongFormClip:
     """5 s of silence, four sentences, and a fifth cut off halfway: the clip ends mid-speech."""
     builder = _ClipBuilder("late_start_cut_off").gap("silence", np.zeros(5 * SAMPLE_RATE, np.float32))
-    for text in MEETING_LIKE:
+    for text in MEETING_SENTENCES[5], MEETING_SENTENCES[13], MEETING_SENTENCES[16], MEETING_SENTENCES[21]:
         builder.say(text).pause(0.8)
     builder.say(LECTURE_SENTENCES[8], fraction=0.5)
     return builder.build()
 
-
-MEETING_LIKE = ("この資料を来週までに確認してください。", "会議室の予約は私がしておきます。",
-                "売り上げは前年と比べて少し伸びました。", "質問があれば、いつでも聞いてください。")
 
 CLIPS = {
     "two_voice_dialog": two_voice_dialog,
