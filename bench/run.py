@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     starts_in_order = all(a.start <= b.start for a, b in zip(segments, segments[1:]))
     overlapping = sum(a.end > b.start for a, b in zip(segments, segments[1:]))
     inside = all(0 <= s.start <= s.end <= long_seconds for s in segments)
-    other_strategy = "chunked" if engine.strategy == "sequential" else "sequential"
-    other = Engine(dataclasses.replace(settings, strategy=other_strategy), engine.device, engine.pipeline, 0.0)
+    other_strategy = "vad" if engine.strategy == "sequential" else "sequential"
+    other = engine.with_settings(strategy=other_strategy)
     other_runs, other_transcript = time_engine(other, long, arguments.long_repeats)
     print(f"engine long, {other_strategy}: {other_runs}", flush=True)
     engine_rss = peak_rss_bytes()

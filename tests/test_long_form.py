@@ -42,7 +42,7 @@ WITH_WORDS = "two_voice_dialog"
 def default_engine(engine: Engine, model_settings: ModelSettings) -> Engine:
     if model_settings.strategy == STRATEGY:
         return engine
-    return Engine.load(dataclasses.replace(model_settings, strategy=STRATEGY))
+    return engine.with_settings(strategy=STRATEGY)
 
 
 @pytest.fixture(scope="module")
