@@ -17,10 +17,11 @@ from tests.support.long_clips import LongFormClip, Sentence
 from tests.support.speech import character_error_rate
 
 # A sentence is found when the segments overlapping its time hold its text with a character
-# error rate under this. Measured with Whisper base (float32, greedy, CPU, sequential) on these
-# clips: heard sentences score 0.00-0.25 (homophone kanji: 震度 for 振動, 大人 for 音が, a dropped
-# particle); a sentence the decoder lost, or wrote 16 s away from its speech, scores 1.0.
-SENTENCE_CER_LIMIT = 0.35
+# error rate under this. Measured with Whisper base (float32, greedy, CPU) on these clips: heard
+# sentences score 0.00-0.25 under sequential and up to 0.36 under vad (homophones: 震度 for 振動,
+# 大人 for 音が, 例えば for たとえば, 日々も for 昼よりも, in one sentence); a sentence the decoder
+# lost, or wrote 16 s away from its speech, scores 1.0. Half-way between the two.
+SENTENCE_CER_LIMIT = 0.5
 
 
 class TimedText(Protocol):

@@ -92,21 +92,11 @@ class VadStrategy:
         chunks = plan_chunks(regions, probabilities, job.duration, detector.options)
         progress = Progress(job.on_progress)
         progress(0, len(chunks))
-        language = job.language
-        prompt = self.clip.prompt_tokens(job)
-        generator = torch.Generator().manual_seed(SAMPLING_SEED)
+        passes = ChunkPasses(self.clip, job, self.clip.prompt_tokens(job), torch.Generator().manual_seed(SAMPLING_SEED))
         texts: list[tuple[Chunk, ChunkText]] = []
         for first in range(0, len(chunks), self.batch_size):
             batch = chunks[first : first + self.batch_size]
-            encoded = self.clip.encode([self.audio(samples, chunk.start, chunk.end) for chunk in batch])
-            if language is None:
-                language = self.clip.detect_language(encoded)
-            decoded = self.clip.fallback.decode(
-                encoded, [self.frames(chunk.start, chunk.end) for chunk in batch],
-                self.clip.prefix(language, job.task, prompt), job.temperature, job.word_timestamps, generator,
-            )
-            for chunk, result in zip(batch, decoded):
-                texts.extend(self.covered(job, chunk, result, language, prompt, probabilities, generator))
+            texts += passes.covered(batch, probabilities)
             progress(min(first + len(batch), len(chunks)), len(chunks))
         segments: list[Segment] = []
         for chunk, text in texts:
@@ -114,61 +104,96 @@ class VadStrategy:
                 segment = held_to_speech(segment, chunk.regions)
                 previous_end = segments[-1].end if segments else 0.0
                 segments.append(renumbered(segment, len(segments), job.duration, previous_end))
-        return language or "en", segments
+        return passes.language or "en", segments
 
-    @staticmethod
-    def audio(samples: np.ndarray, start: float, end: float) -> np.ndarray:
-        return samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
 
-    @staticmethod
-    def frames(start: float, end: float) -> int:
-        return min(round((end - start) * FRAMES_PER_SECOND), WINDOW_SECONDS * FRAMES_PER_SECOND)
+class ChunkPasses:
+    """One job's chunks through the decoder: a first pass, then the passes that make sure every
+    speech region ends up covered by text, each batched like the first."""
 
-    def chunk_text(self, result: Decoded, start: float, end: float, language: str, job: TranscriptionJob
-                   ) -> ChunkText:
-        if self.clip.fallback.is_silence(result, job.temperature):
-            return ChunkText([], False, 0.0)
-        return split_segments(self.clip.model, result, start, end - start, language)
+    def __init__(self, clip: ClipDecoding, job: TranscriptionJob, prompt: list[int], generator: torch.Generator
+                 ) -> None:
+        self.clip = clip
+        self.job = job
+        self.prompt = prompt
+        self.generator = generator
+        self.language = job.language
 
-    def covered(self, job: TranscriptionJob, chunk: Chunk, result: Decoded, language: str, prompt: list[int],
-                probabilities: np.ndarray, generator: torch.Generator) -> list[tuple[Chunk, ChunkText]]:
-        """The chunk's text, and more where it stops short of the chunk's speech: decoded again from
-        where the text stopped (with temperature fallback), or alone at a higher temperature when
-        it is empty over confident speech."""
-        text = self.chunk_text(result, chunk.start, chunk.end, language, job)
-        pieces = [(chunk, text)]
-        if not text.segments and speech_confidence(probabilities, chunk.start, chunk.end) >= CONFIDENT_SPEECH:
-            log.info("chunk %.1f-%.1f s: no text over confident speech, decoding it again at a higher temperature",
-                     chunk.start, chunk.end)
-            again = self.decode_alone(job, chunk.start, chunk.end, language, prompt, generator, forced=True)
-            pieces = [(chunk, self.chunk_text(again, chunk.start, chunk.end, language, job))]
+    def decode(self, chunks: list[Chunk], forced_fallback: bool = False) -> list[ChunkText]:
+        encoded = self.clip.encode([speech_only(self.job.samples, chunk) for chunk in chunks])
+        if self.language is None:
+            self.language = self.clip.detect_language(encoded)
+        results = self.clip.fallback.decode(
+            encoded, [chunk_frames(chunk) for chunk in chunks],
+            self.clip.prefix(self.language, self.job.task, self.prompt), self.job.temperature,
+            self.job.word_timestamps, self.generator, first_temperature_forced=forced_fallback,
+        )
+        texts = []
+        for chunk, result in zip(chunks, results):
+            if self.clip.fallback.is_silence(result, self.job.temperature):
+                texts.append(ChunkText([], False, 0.0))
+            else:
+                texts.append(split_segments(self.clip.model, result, chunk.start, chunk.duration, self.language))
+        return texts
+
+    def covered(self, chunks: list[Chunk], probabilities: np.ndarray) -> list[tuple[Chunk, ChunkText]]:
+        """The chunks' text, and more where it stops short of a chunk's speech: empty text over
+        speech the VAD is sure of is decoded again one temperature up; text that stops over a
+        second before its chunk's speech ends is followed by a pass from where it stopped."""
+        texts = self.decode(chunks)
+        empty = [index for index, (chunk, text) in enumerate(zip(chunks, texts))
+                 if not text.segments and speech_confidence(probabilities, chunk.start, chunk.end) >= CONFIDENT_SPEECH]
+        if empty:
+            for index in empty:
+                log.info("chunk %.1f-%.1f s: no text over confident speech, decoding it again at a higher "
+                         "temperature", chunks[index].start, chunks[index].end)
+            for index, text in zip(empty, self.decode([chunks[index] for index in empty], forced_fallback=True)):
+                texts[index] = text
+        pieces = [[(chunk, text)] for chunk, text in zip(chunks, texts)]
         for _ in range(MAX_RESUMES_PER_CHUNK):
-            current_chunk, current = pieces[-1]
-            stopped = current.segments[-1].end if current.segments else None
-            if stopped is None:
+            resumed = [(index, rest) for index, chunk in enumerate(chunks)
+                       if (rest := uncovered_rest(chunk, pieces[index][-1])) is not None]
+            if not resumed:
                 break
-            speech_end = chunk.regions[-1].end
-            remaining = [region for region in chunk.regions if region.end > stopped + UNCOVERED_SPEECH_SECONDS]
-            if speech_end - stopped < UNCOVERED_SPEECH_SECONDS or not remaining:
-                break
-            start = max(stopped, remaining[0].start - 0.2, current_chunk.start)
-            log.info("chunk %.1f-%.1f s: text stops at %.1f s before its speech ends at %.1f s; decoding from there",
-                     chunk.start, chunk.end, stopped, speech_end)
-            resumed = Chunk(round(start, 3), chunk.end, tuple(remaining))
-            again = self.decode_alone(job, resumed.start, resumed.end, language, prompt, generator, forced=False)
-            more = self.chunk_text(again, resumed.start, resumed.end, language, job)
-            if not more.segments:
-                break
-            pieces.append((resumed, more))
-        return pieces
+            for index, rest in resumed:
+                log.info("chunk %.1f-%.1f s: text stops at %.1f s before its speech ends at %.1f s; decoding "
+                         "from there", chunks[index].start, chunks[index].end, rest.start, rest.regions[-1].end)
+            for (index, rest), text in zip(resumed, self.decode([rest for _, rest in resumed])):
+                if text.segments:
+                    pieces[index].append((rest, text))
+                else:  # nothing more to hear there: the rest stays as it is
+                    pieces[index].append((rest, ChunkText([], False, 0.0)))
+        return [piece for chunk_pieces in pieces for piece in chunk_pieces]
 
-    def decode_alone(self, job: TranscriptionJob, start: float, end: float, language: str, prompt: list[int],
-                     generator: torch.Generator, forced: bool) -> Decoded:
-        encoded = self.clip.encode([self.audio(job.samples, start, end)])
-        return self.clip.fallback.decode(
-            encoded, [self.frames(start, end)], self.clip.prefix(language, job.task, prompt), job.temperature,
-            job.word_timestamps, generator, first_temperature_forced=forced,
-        )[0]
+
+def chunk_frames(chunk: Chunk) -> int:
+    return min(round(chunk.duration * FRAMES_PER_SECOND), WINDOW_SECONDS * FRAMES_PER_SECOND)
+
+
+def uncovered_rest(chunk: Chunk, last: tuple[Chunk, ChunkText]) -> Chunk | None:
+    """The part of `chunk` after the last text decoded in it, where speech remains untranscribed
+    for over a second; None when the text covers the speech (or the last pass found nothing)."""
+    _, text = last
+    if not text.segments:
+        return None
+    stopped = text.segments[-1].end
+    remaining = [region for region in chunk.regions if region.end > stopped + UNCOVERED_SPEECH_SECONDS]
+    if not remaining or chunk.regions[-1].end - stopped < UNCOVERED_SPEECH_SECONDS:
+        return None
+    start = max(stopped, remaining[0].start - 0.2, chunk.start)
+    return Chunk(round(start, 3), chunk.end, tuple(remaining))
+
+
+def speech_only(samples: np.ndarray, chunk: Chunk) -> np.ndarray:
+    """The chunk's audio with everything between its speech regions silenced: noise or music in
+    a pause inside a chunk is what Whisper mishears or invents text over."""
+    first = int(chunk.start * SAMPLE_RATE)
+    audio = samples[first : int(chunk.end * SAMPLE_RATE)].copy()
+    kept = np.zeros(len(audio), dtype=bool)
+    for region in chunk.regions:
+        kept[max(int(region.start * SAMPLE_RATE) - first, 0) : max(int(region.end * SAMPLE_RATE) - first, 0)] = True
+    audio[~kept] = 0.0
+    return audio
 
 
 def speech_confidence(probabilities: np.ndarray, start: float, end: float) -> float:
