@@ -59,8 +59,11 @@ class Decoder:
     """Decodes batches of encoded chunks with one loaded model; not thread-safe (the engine's
     queue runs one job at a time)."""
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, cuda_graphs: bool = True) -> None:
         self.model = model
+        # greedy steps replayed as CUDA graphs on CUDA (one launch a step instead of ~170)
+        self.cuda_graphs = cuda_graphs and model.device.type == "cuda"
+        self._graphs: dict[int, GraphedSteps] = {}
         self.forward = TextDecoder(model.model)
         self.vocabulary_size = self.forward.token_embedding.shape[0]
         self.rules = DecodingRules(model, self.vocabulary_size, model.device, model.dtype)
@@ -72,6 +75,11 @@ class Decoder:
         self.alignment_heads = {
             layer: torch.tensor(heads, device=model.device) for layer, heads in sorted(heads_by_layer.items())
         }
+
+    def graphed_steps(self, rows: int) -> "GraphedSteps":
+        if rows not in self._graphs:
+            self._graphs[rows] = GraphedSteps(self, rows)
+        return self._graphs[rows]
 
     def language_probabilities(self, encoded: torch.Tensor) -> torch.Tensor:
         """(rows, languages) probabilities over the language tokens (in `tokens.languages` order)
@@ -92,12 +100,12 @@ class Decoder:
             return BeamSearch(self, request).run(encoded, frames)
         return Sampling(self, request, generator).run(encoded, frames)
 
-    def prefill(self, encoded: torch.Tensor, request: DecodingRequest, rows: int
+    def prefill(self, encoded: torch.Tensor, request: DecodingRequest, rows: int, cache: Cache | None = None
                 ) -> tuple[Cache, torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
         """The prefix through the decoder: the cache, the last position's logits, the no-speech
         probabilities (from <|startoftranscript|>'s position) and alignment weights."""
-        positions = len(request.prefix) + request.max_new_tokens
-        cache = self.forward.new_cache(encoded, positions)
+        if cache is None:
+            cache = self.forward.new_cache(encoded, len(request.prefix) + request.max_new_tokens)
         prefix = torch.tensor([list(request.prefix)] * rows, device=self.model.device)
         heads = self.alignment_heads if request.word_timestamps else None
         hidden, weights = self.forward.prefill(prefix, cache, heads)
@@ -155,32 +163,41 @@ class Sampling:
         rules, device = decoder.rules, decoder.model.device
         end_of_text = decoder.tokens.end_of_text
         rows = encoded.shape[0]
-        cache, logits, no_speech, first_weights = decoder.prefill(encoded, request, rows)
+        graphed = None
+        if decoder.cuda_graphs and request.temperature == 0 and not request.word_timestamps:
+            graphed = decoder.graphed_steps(rows)
+        cache = graphed.prepare(encoded) if graphed else None
+        cache, logits, no_speech, _ = decoder.prefill(encoded, request, rows, cache)
         state = rules.initial_state(rows)
         sum_logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
         position = torch.tensor([len(request.prefix)], device=device)
+        heads = decoder.alignment_heads if request.word_timestamps else None
         chosen_on_host: list[np.ndarray] = []
         step_weights: list[dict[int, torch.Tensor]] = []
         for step in range(request.max_new_tokens):
-            if step > 0:
-                logits, weights = decoder.forward.step(chosen, position, cache, decoder.alignment_heads
-                                                       if request.word_timestamps else None)
-                logits = logits.float()
-                position += 1
-                if request.word_timestamps:
+            forbid_end_of_text = step < request.min_new_tokens
+            if step == 0:
+                forbidden = rules.forbidden(0, state)
+                if forbid_end_of_text:
+                    forbidden = forbidden | rules.end_of_text_forbidden
+                chosen, logprob = self.choose(logits, forbidden)
+                sum_logprobs += logprob
+                state = state.advance(chosen, rules.timestamp_begin, end_of_text)
+                if graphed:
+                    graphed.load(chosen, len(request.prefix), state, sum_logprobs)
+            elif graphed:
+                chosen = graphed.replay(forbid_end_of_text)
+            else:
+                extra = rules.end_of_text_forbidden if forbid_end_of_text else None
+                chosen, state, weights = self.one_step(chosen, position, cache, state, sum_logprobs, extra, heads)
+                if heads:
                     step_weights.append(weights)
-            forbidden = rules.forbidden(step, state)
-            if step < request.min_new_tokens:
-                forbidden = forbidden | rules.end_of_text_forbidden
-            chosen, logprob = self.choose(logits, forbidden)
-            sum_logprobs += logprob
-            state = state.advance(chosen, rules.timestamp_begin, end_of_text)
             host = chosen.cpu().numpy()  # the one transfer of the step
             chosen_on_host.append(host)
             if (host == end_of_text).all():
                 break
         tokens = np.stack(chosen_on_host, axis=1)
-        sums = sum_logprobs.cpu().tolist()
+        sums = (graphed.sum_logprobs if graphed else sum_logprobs).cpu().tolist()
         alignment = _stack_alignment(step_weights, decoder.alignment_heads) if request.word_timestamps else None
         results = []
         for row in range(rows):
@@ -191,6 +208,22 @@ class Sampling:
                 None if alignment is None else alignment[row], frames[row],
             ))
         return results
+
+    def one_step(self, chosen: torch.Tensor, position: torch.Tensor, cache: Cache, state: TimestampState,
+                 sum_logprobs: torch.Tensor, extra_forbidden: torch.Tensor | None,
+                 heads: dict[int, torch.Tensor] | None = None,
+                 ) -> tuple[torch.Tensor, TimestampState, dict[int, torch.Tensor]]:
+        """A step after the first: `chosen` in at `position` (both advanced in place), the next
+        tokens out; `sum_logprobs` accumulates in place."""
+        rules = self.decoder.rules
+        logits, weights = self.decoder.forward.step(chosen, position, cache, heads)
+        position += 1
+        forbidden = rules.forbidden(1, state)
+        if extra_forbidden is not None:
+            forbidden = forbidden | extra_forbidden
+        chosen, logprob = self.choose(logits.float(), forbidden)
+        sum_logprobs += logprob
+        return chosen, state.advance(chosen, rules.timestamp_begin, self.decoder.tokens.end_of_text), weights
 
     def choose(self, logits: torch.Tensor, forbidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The next token of every row and its log probability (finished rows may only repeat
@@ -309,3 +342,59 @@ class BeamSearch:
         if request.word_timestamps:
             results = self.decoder.align(encoded, request, results, frames)
         return results
+
+
+class GraphedSteps:
+    """Greedy steps after the first for a batch of `rows`, captured once as a CUDA graph over
+    static buffers (cache of the decoder's full context, tokens, position, rule state, scores)
+    and replayed: the same operations as `Sampling.one_step`, launched as one."""
+
+    def __init__(self, decoder: Decoder, rows: int) -> None:
+        device, model = decoder.model.device, decoder.model
+        self.decoder = decoder
+        frames = model.model.config.max_source_positions
+        placeholder = torch.zeros((rows, frames, decoder.forward.width), dtype=model.dtype, device=device)
+        self.cache = decoder.forward.new_cache(placeholder, model.max_target_positions)
+        self.chosen = torch.zeros(rows, dtype=torch.long, device=device)
+        self.position = torch.zeros(1, dtype=torch.long, device=device)
+        self.state = decoder.rules.initial_state(rows)
+        self.sum_logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
+        self.extra_forbidden = torch.zeros_like(decoder.rules.end_of_text_forbidden)
+        self.greedy = Sampling(decoder, DecodingRequest(()), None)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up off the capture, as CUDA graphs require
+                self._body()
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._body()
+
+    def _body(self) -> None:
+        chosen, state, _ = self.greedy.one_step(self.chosen, self.position, self.cache, self.state,
+                                                self.sum_logprobs, self.extra_forbidden)
+        self.chosen.copy_(chosen)
+        for static, value in ((self.state.mode, state.mode), (self.state.floor, state.floor),
+                              (self.state.last_was_timestamp, state.last_was_timestamp)):
+            static.copy_(value)
+
+    def prepare(self, encoded: torch.Tensor) -> Cache:
+        """The static cache made ready for a new batch: its encoder keys and values, nothing visible."""
+        self.decoder.forward.load_cross(self.cache, encoded)
+        self.cache.visible.fill_(float("-inf"))
+        return self.cache
+
+    def load(self, chosen: torch.Tensor, position: int, state: TimestampState, sum_logprobs: torch.Tensor) -> None:
+        self.chosen.copy_(chosen)
+        self.position.fill_(position)
+        self.state.mode.copy_(state.mode)
+        self.state.floor.copy_(state.floor)
+        self.state.last_was_timestamp.copy_(state.last_was_timestamp)
+        self.sum_logprobs.copy_(sum_logprobs)
+
+    def replay(self, forbid_end_of_text: bool) -> torch.Tensor:
+        self.extra_forbidden.copy_(self.decoder.rules.end_of_text_forbidden if forbid_end_of_text
+                                   else torch.zeros_like(self.extra_forbidden))
+        self.graph.replay()
+        return self.chosen

@@ -112,14 +112,27 @@ class TextDecoder:
             fc2_t=layer.fc2.weight.data.t(), fc2_bias=layer.fc2.bias.data,
         )
 
-    def new_cache(self, encoded: torch.Tensor, positions: int) -> Cache:
+    def cross_keys_values(self, encoded: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per layer, the encoder states projected to keys and values: (rows, heads, frames, width)."""
         rows, frames, _ = encoded.shape
-        shape = (rows, self.heads, positions, self.head_width)
         cross_keys, cross_values = [], []
         for layer in self.layers:
             for projection, target in ((layer.cross_key, cross_keys), (layer.cross_value, cross_values)):
                 projected = projection(encoded).view(rows, frames, self.heads, self.head_width)
                 target.append(projected.transpose(1, 2).contiguous())
+        return cross_keys, cross_values
+
+    def load_cross(self, cache: Cache, encoded: torch.Tensor) -> None:
+        """Write a new batch's encoder keys and values into an existing cache, in place."""
+        cross_keys, cross_values = self.cross_keys_values(encoded)
+        for target, source in zip(cache.cross_keys + cache.cross_values, cross_keys + cross_values):
+            target.copy_(source)
+        cache.alignment_keys.clear()
+
+    def new_cache(self, encoded: torch.Tensor, positions: int) -> Cache:
+        rows = encoded.shape[0]
+        shape = (rows, self.heads, positions, self.head_width)
+        cross_keys, cross_values = self.cross_keys_values(encoded)
         return Cache(
             self_keys=[encoded.new_zeros(shape) for _ in self.layers],
             self_values=[encoded.new_zeros(shape) for _ in self.layers],
