@@ -38,6 +38,7 @@ UNCOVERED_SPEECH_SECONDS = 1.0
 MAX_RESUMES_PER_CHUNK = 3
 # Empty text over speech the VAD is this sure of (mean frame probability) is decoded again.
 CONFIDENT_SPEECH = 0.8
+ONSET_LEAD_SECONDS = 0.5
 # The sequential loop forgets the previous text across a pause this long.
 STALE_CONTEXT_SECONDS = 10.0
 
@@ -253,7 +254,8 @@ class SequentialStrategy:
                 break  # nothing but silence, noise or music left
             # jump over silence: a window opens where the next speech starts; text from before a
             # long pause is no context for what follows it (a new speaker, a new topic)
-            next_speech = int(speech_ahead[0].start * FRAMES_PER_SECOND)
+            # (half a second early: the VAD finds onsets late, and Whisper needs the first syllable)
+            next_speech = max(int((speech_ahead[0].start - ONSET_LEAD_SECONDS) * FRAMES_PER_SECOND), 0)
             if next_speech - seek > STALE_CONTEXT_SECONDS * FRAMES_PER_SECOND:
                 previous = []
             seek = max(seek, next_speech)
