@@ -80,4 +80,4 @@ def renumbered(segment: Segment, number: int, duration: float, previous_end: flo
         replace(word, start=min(max(word.start, start), end), end=min(max(word.end, start), end))
         for word in segment.words
     ]
-    return replace(segment, id=number, start=round(start, 3), end=round(end, 3), words=words)
+    return replace(segment, id=number, start=start, end=end, words=words)
