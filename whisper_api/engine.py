@@ -133,8 +133,8 @@ class Engine:
             raise UnsupportedLanguage(job.language)
         with self.queue.turn(cancelled):
             try:
-                # no_grad, not inference_mode: torch-directml cannot move tensors to its device
-                # inside inference_mode ("Cannot set version_counter for inference tensor")
+                # no_grad, not PyTorch's inference mode: torch-directml cannot move tensors to its
+                # device in inference mode ("Cannot set version_counter for inference tensor")
                 with torch.no_grad():
                     language, segments = self.long_form.transcribe(job)
             except BaseException:

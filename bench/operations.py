@@ -1,0 +1,72 @@
+"""Operations per generated token: how many aten operations our decoding loop dispatches for each
+token it generates, on each path (greedy, beam search, sampling, word timestamps), counted with a
+TorchDispatchMode on the CPU over one 28 s chunk of Japanese speech. On a GPU every operation is a
+launch (on DirectML an expensive one), so this is the loop's overhead, whatever the device.
+
+    python -m bench.operations [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+from tests.support.speech import MEETING_SENTENCES, concatenate, japanese_speech  # noqa: E402
+from tests.support.whisper_checkpoint import ensure_whisper_base  # noqa: E402
+from whisper_api.inference.decoder import Decoder, DecodingRequest  # noqa: E402
+from whisper_api.inference.model import SAMPLE_RATE, WINDOW_FRAMES, LoadedModel  # noqa: E402
+
+
+class OperationCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[str(func.overloadpacket.__name__)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+PATHS = {
+    "greedy": DecodingRequest((), temperature=0.0),
+    "beam search (2)": DecodingRequest((), beam_size=2),
+    "sampling (0.4)": DecodingRequest((), temperature=0.4),
+    "greedy, word timestamps": DecodingRequest((), word_timestamps=True),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="transformers checkpoint (default: the tests' Whisper base)")
+    arguments = parser.parse_args(argv)
+    model = LoadedModel.load(arguments.model or str(ensure_whisper_base()), torch.device("cpu"), torch.float32, "sdpa")
+    decoder = Decoder(model)
+    audio, _ = concatenate(*[japanese_speech(text) for text in MEETING_SENTENCES[:6]], gap_seconds=0.8)
+    tokens = model.tokens
+    prefix = (tokens.start_of_transcript, tokens.languages["ja"], tokens.transcribe)
+    print(f"model {model.name}; {model.model.config.decoder_layers} decoder layers; one {len(audio[: 28 * SAMPLE_RATE]) / SAMPLE_RATE:.0f} s chunk")
+    print("| path | generated tokens | operations | per token | most frequent |")
+    print("| --- | --- | --- | --- | --- |")
+    with torch.no_grad():
+        encoded = model.encode(model.log_mel([audio[: 28 * SAMPLE_RATE]]))
+        for name, request in PATHS.items():
+            request = DecodingRequest(prefix, request.temperature, request.beam_size, request.word_timestamps)
+            generator = torch.Generator().manual_seed(0)
+            with OperationCounter() as counter:
+                result = decoder.decode(encoded, request, [WINDOW_FRAMES], generator)[0]
+            generated = len(result.tokens) + 1  # and end-of-text
+            total = sum(counter.counts.values())
+            top = ", ".join(f"{op} {count / generated:.0f}" for op, count in counter.counts.most_common(4))
+            print(f"| {name} | {generated} | {total} | {total / generated:.0f} | {top} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
