@@ -28,6 +28,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from bench.audio import short_clip, wav_bytes  # noqa: E402
+from bench.report import write_report  # noqa: E402
 from tests.support.long_clips import CLIPS, LongFormClip  # noqa: E402
 from tests.support.long_form_scoring import ClipScore, score  # noqa: E402
 from whisper_api.config import STRATEGIES, ModelSettings  # noqa: E402
@@ -165,11 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
         arguments.model = str(ensure_whisper_base())
     text = long_form_table(arguments.model, arguments.peer_model, arguments.clips, arguments.strategies)
-    print(text)
-    output = arguments.output or Path("bench/results") / f"{platform.node() or 'machine'}-{datetime.date.today()}-long-form.md"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text + "\n", encoding="utf-8")
-    print(f"written to {output}")
+    write_report(text, arguments.output, "long-form")
     return 0
 
 

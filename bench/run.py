@@ -12,7 +12,6 @@ bench/requirements.txt on top of requirements-dev.txt.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -35,6 +34,7 @@ import torch  # noqa: E402
 
 from bench.audio import long_clip, short_clip, wav_bytes  # noqa: E402
 from bench.memory import peak_rss_bytes  # noqa: E402
+from bench.report import write_report  # noqa: E402
 from tests.support.speech import SAMPLE_RATE, character_error_rate  # noqa: E402
 from whisper_api import create_app  # noqa: E402
 from whisper_api.config import STRATEGIES, DeploymentSettings, ModelSettings, ServerSettings, Settings  # noqa: E402
@@ -134,11 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
         long_form = long_form_table(arguments.model, arguments.peer_model)
     if arguments.long_form_only:
-        print(long_form)
-        output = arguments.output or Path("bench/results") / f"{platform.node() or 'machine'}-{datetime.date.today()}-long-form.md"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(long_form + "\n", encoding="utf-8")
-        print(f"written to {output}")
+        write_report(long_form, arguments.output, "long-form")
         return 0
     settings = ModelSettings(
         name=arguments.model, device=arguments.device, dtype=arguments.dtype, attention=arguments.attention,
@@ -267,11 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         *(["", long_form] if long_form else []),
     ]
     table = "\n".join(lines)
-    print(table)
-    output = arguments.output or Path("bench/results") / f"{platform.node() or 'machine'}-{datetime.date.today()}.md"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(table + "\n", encoding="utf-8")
-    print(f"written to {output}")
+    write_report(table, arguments.output)
     return 0
 
 

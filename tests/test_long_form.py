@@ -9,7 +9,6 @@ The real Whisper base model on the CPU in float32; one transcription per clip.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 

@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import replace
 
 import pytest
 import requests
