@@ -111,7 +111,9 @@ class Decoder:
         hidden, weights = self.forward.prefill(prefix, cache, heads)
         sot = request.start_of_transcript_index
         logits = self.forward.logits(torch.cat([hidden[:, -1], hidden[:, sot]])).float()
-        no_speech = logits[rows:].softmax(dim=-1)[:, self.tokens.no_speech].cpu()
+        # contiguous before the copy: torch-directml failed copying a sliced tensor to the host
+        # ("bytes_count must be less or equal to src size", DirectML issue 348)
+        no_speech = logits[rows:].softmax(dim=-1)[:, self.tokens.no_speech].contiguous().cpu()
         return cache, logits[:rows], no_speech, weights
 
     def align(self, encoded: torch.Tensor, request: DecodingRequest, results: list[Decoded], frames: list[int]
@@ -124,7 +126,7 @@ class Decoder:
             cache = self.forward.new_cache(encoded[row : row + 1], tokens.shape[1])
             _, weights = self.forward.prefill(tokens, cache, self.alignment_heads)
             stacked = torch.cat([weights[layer] for layer in self.alignment_heads], dim=1)[0]
-            matrix = stacked[:, len(request.prefix) :].cpu().numpy()
+            matrix = stacked[:, len(request.prefix) :].contiguous().cpu().numpy()
             aligned.append(replace(result, token_spans=token_times(matrix, frames[row], len(result.tokens))))
         return aligned
 
