@@ -24,6 +24,7 @@ from .rules import DecodingRules, NEGATIVE_INFINITY, TimestampState
 from .words import token_times
 
 MAX_NEW_TOKENS = 224  # half the decoder's context, as openai/whisper
+MAX_CAPTURED_BATCH_SIZES = 2
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,15 @@ class Decoder:
         }
 
     def graphed_steps(self, rows: int) -> "GraphedSteps":
-        if rows not in self._graphs:
-            self._graphs[rows] = GraphedSteps(self, rows)
-        return self._graphs[rows]
+        """The captured steps for `rows` rows; the two most recently used batch sizes are kept
+        (each holds a cache of the decoder's whole context: on large models, gigabytes)."""
+        graphed = self._graphs.pop(rows, None)
+        if graphed is None:
+            while len(self._graphs) >= MAX_CAPTURED_BATCH_SIZES:
+                del self._graphs[next(iter(self._graphs))]
+            graphed = GraphedSteps(self, rows)
+        self._graphs[rows] = graphed  # most recent last
+        return graphed
 
     def language_probabilities(self, encoded: torch.Tensor) -> torch.Tensor:
         """(rows, languages) probabilities over the language tokens (in `tokens.languages` order)
