@@ -132,18 +132,13 @@ REQUEST_PATHS = {
     "beam search with word timestamps": RequestPath({"beam_size": 2}, job={"word_timestamps": True}),
 }
 
-# (path, rule) -> why it fails today. Empty since the own decoding loop replaced transformers'
-# generate (float64 token positions, repeat_interleave for beams, multinomial for sampling) and the
-# engine moved from inference_mode to no_grad: a new entry here needs a reason and a plan.
-KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
-
-
 def path_rule_cases():
+    """Every rule on every path, none expected to fail: the own decoding loop replaced
+    transformers' generate (float64 token positions, repeat_interleave for beams, multinomial for
+    sampling) and the engine runs under no_grad."""
     for path in REQUEST_PATHS:
         for rule in RULES:
-            reason = KNOWN_VIOLATIONS.get((path, rule))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            yield pytest.param(path, rule, marks=marks, id=f"{path}-{rule}")
+            yield pytest.param(path, rule, id=f"{path}-{rule}")
 
 
 @dataclass
