@@ -108,20 +108,20 @@ class Decoder:
         return Sampling(self, request, generator).run(encoded, frames)
 
     def prefill(self, encoded: torch.Tensor, request: DecodingRequest, rows: int, cache: Cache | None = None
-                ) -> tuple[Cache, torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
-        """The prefix through the decoder: the cache, the last position's logits, the no-speech
-        probabilities (from <|startoftranscript|>'s position) and alignment weights."""
+                ) -> tuple[Cache, torch.Tensor, torch.Tensor]:
+        """The prefix through the decoder: the cache, the last position's logits and the no-speech
+        probabilities (from <|startoftranscript|>'s position). No alignment weights: word times
+        leave the prefix's rows out, as transformers and openai/whisper do."""
         if cache is None:
             cache = self.forward.new_cache(encoded, len(request.prefix) + request.max_new_tokens)
         prefix = torch.tensor([list(request.prefix)] * rows, device=self.model.device)
-        heads = self.alignment_heads if request.word_timestamps else None
-        hidden, weights = self.forward.prefill(prefix, cache, heads)
+        hidden, _ = self.forward.prefill(prefix, cache)
         sot = request.start_of_transcript_index
         logits = self.forward.logits(torch.cat([hidden[:, -1], hidden[:, sot]])).float()
         # contiguous before the copy: torch-directml failed copying a sliced tensor to the host
         # ("bytes_count must be less or equal to src size", DirectML issue 348)
         no_speech = logits[rows:].softmax(dim=-1)[:, self.tokens.no_speech].contiguous().cpu()
-        return cache, logits[:rows], no_speech, weights
+        return cache, logits[:rows], no_speech
 
     def align(self, encoded: torch.Tensor, request: DecodingRequest, results: list[Decoded], frames: list[int]
               ) -> list[Decoded]:
@@ -176,7 +176,7 @@ class Sampling:
         if decoder.cuda_graphs and request.temperature == 0 and not request.word_timestamps:
             graphed = decoder.graphed_steps(rows)
         cache = graphed.prepare(encoded) if graphed else None
-        cache, logits, no_speech, _ = decoder.prefill(encoded, request, rows, cache)
+        cache, logits, no_speech = decoder.prefill(encoded, request, rows, cache)
         state = rules.initial_state(rows)
         sum_logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
         position = torch.tensor([len(request.prefix)], device=device)
@@ -279,7 +279,7 @@ class BeamSearch:
         rows = chunks * beams
         # each chunk's encoder states once per hypothesis, by index_select (not repeat_interleave)
         expand = torch.arange(chunks, device=device).unsqueeze(1).expand(chunks, beams).reshape(-1)
-        cache, logits, no_speech, _ = decoder.prefill(encoded.index_select(0, expand), request, rows)
+        cache, logits, no_speech = decoder.prefill(encoded.index_select(0, expand), request, rows)
         state = rules.initial_state(rows)
         sum_logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
         sum_logprobs.view(chunks, beams)[:, 1:] = NEGATIVE_INFINITY  # identical hypotheses: keep one
