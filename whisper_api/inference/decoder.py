@@ -67,7 +67,7 @@ class Decoder:
         self._graphs: dict[int, GraphedSteps] = {}
         self.forward = TextDecoder(model.model)
         self.vocabulary_size = self.forward.token_embedding.shape[0]
-        self.rules = DecodingRules(model, self.vocabulary_size, model.device, model.dtype)
+        self.rules = DecodingRules(model, self.vocabulary_size, model.device)
         self.tokens = model.tokens
         self.zero = torch.zeros((), device=model.device)
         heads_by_layer: dict[int, list[int]] = {}
@@ -384,9 +384,7 @@ class GraphedSteps:
         chosen, state, _ = self.greedy.one_step(self.chosen, self.position, self.cache, self.state,
                                                 self.sum_logprobs, self.extra_forbidden)
         self.chosen.copy_(chosen)
-        for static, value in ((self.state.mode, state.mode), (self.state.floor, state.floor),
-                              (self.state.last_was_timestamp, state.last_was_timestamp)):
-            static.copy_(value)
+        self.state.copy_(state)
 
     def prepare(self, encoded: torch.Tensor) -> Cache:
         """The static cache made ready for a new batch: its encoder keys and values, nothing visible."""
@@ -397,9 +395,7 @@ class GraphedSteps:
     def load(self, chosen: torch.Tensor, position: int, state: TimestampState, sum_logprobs: torch.Tensor) -> None:
         self.chosen.copy_(chosen)
         self.position.fill_(position)
-        self.state.mode.copy_(state.mode)
-        self.state.floor.copy_(state.floor)
-        self.state.last_was_timestamp.copy_(state.last_was_timestamp)
+        self.state.copy_(state)
         self.sum_logprobs.copy_(sum_logprobs)
 
     def replay(self, forbid_end_of_text: bool) -> torch.Tensor:

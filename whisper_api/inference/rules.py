@@ -45,6 +45,12 @@ class TimestampState:
         floor = torch.maximum(self.floor, (chosen + self.last_was_timestamp) * is_timestamp)
         return TimestampState(mode, floor, is_timestamp)
 
+    def copy_(self, other: "TimestampState") -> None:
+        """Take `other`'s values in place (static buffers of a captured CUDA graph)."""
+        self.mode.copy_(other.mode)
+        self.floor.copy_(other.floor)
+        self.last_was_timestamp.copy_(other.last_was_timestamp)
+
     def select(self, rows: torch.Tensor) -> "TimestampState":
         return TimestampState(
             self.mode.index_select(0, rows), self.floor.index_select(0, rows),
@@ -55,10 +61,9 @@ class TimestampState:
 class DecodingRules:
     """Masks of one decoding call, on the device, over the model's vocabulary."""
 
-    def __init__(self, model: LoadedModel, vocabulary_size: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, model: LoadedModel, vocabulary_size: int, device: torch.device) -> None:
         tokens = model.tokens
         self.timestamp_begin = tokens.timestamp_begin
-        self.end_of_text = tokens.end_of_text
         self.device = device
         self.before_timestamps = (torch.arange(vocabulary_size) < tokens.timestamp_begin).to(device).unsqueeze(0)
         # never emitted: the configured non-speech tokens and every special token but end-of-text
@@ -66,7 +71,6 @@ class DecodingRules:
         suppressed = torch.zeros(vocabulary_size, dtype=torch.bool)
         suppressed[list(model.suppress_tokens)] = True
         suppressed[tokens.end_of_text + 1 : tokens.timestamp_begin] = True
-        self.always_suppressed = suppressed.to(device).unsqueeze(0)
         first = suppressed.clone()
         first[: tokens.timestamp_begin] = True  # the first token is a timestamp...
         first[tokens.timestamp_begin + MAX_INITIAL_TIMESTAMP_INDEX + 1 :] = True  # ...within a second
