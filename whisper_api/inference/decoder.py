@@ -191,7 +191,7 @@ class Sampling:
                     forbidden = forbidden | rules.end_of_text_forbidden
                 chosen, logprob = self.choose(logits, forbidden)
                 sum_logprobs += logprob
-                state = state.advance(chosen, rules.timestamp_begin, end_of_text)
+                state = rules.advance(state, chosen)
                 if graphed:
                     graphed.load(chosen, len(request.prefix), state, sum_logprobs)
             elif graphed:
@@ -232,25 +232,30 @@ class Sampling:
             forbidden = forbidden | extra_forbidden
         chosen, logprob = self.choose(logits.float(), forbidden)
         sum_logprobs += logprob
-        return chosen, state.advance(chosen, rules.timestamp_begin, self.decoder.tokens.end_of_text), weights
+        return chosen, rules.advance(state, chosen), weights
 
     def choose(self, logits: torch.Tensor, forbidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The next token of every row and its log probability (finished rows may only repeat
         end-of-text, at log probability 0)."""
         rules = self.decoder.rules
-        logits = logits.masked_fill(forbidden, NEGATIVE_INFINITY)
-        logprobs = logits.log_softmax(dim=-1)
-        forced, timestamp_total = rules.timestamp_forced(logprobs)
-        candidates = logprobs.masked_fill(forced.unsqueeze(1) & rules.before_timestamps, NEGATIVE_INFINITY)
-        renormalise = torch.where(forced, timestamp_total, self.decoder.zero)
+        logprobs = logits.masked_fill(forbidden, NEGATIVE_INFINITY).log_softmax(dim=-1)
         if self.request.temperature > 0:
+            forced, timestamp_total = rules.timestamp_forced(logprobs)
+            candidates = logprobs.masked_fill(forced.unsqueeze(1) & rules.before_timestamps, NEGATIVE_INFINITY)
             noise = _gumbel_noise(tuple(candidates.shape), self.generator).to(candidates.device)
             # log probabilities differ from the logits by a constant per row: same samples
             chosen = (candidates / self.request.temperature).add_(noise).argmax(dim=-1)
             logprob = candidates.gather(1, chosen.unsqueeze(1)).squeeze(1)
-        else:
-            logprob, chosen = candidates.max(dim=-1)
-        return chosen, logprob - renormalise
+            return chosen, logprob - torch.where(forced, timestamp_total, self.decoder.zero)
+        # greedy: the best text token, unless the timestamps together outweigh it, then the best
+        # timestamp, its log probability renormalised over the timestamps
+        text, timestamps = logprobs.split(rules.split_sizes, dim=-1)
+        best_text, text_token = text.max(dim=-1)
+        timestamp_total = timestamps.logsumexp(dim=-1)
+        forced = timestamp_total > best_text
+        best_timestamp, timestamp_index = timestamps.max(dim=-1)
+        chosen = torch.where(forced, timestamp_index + rules.timestamp_begin, text_token)
+        return chosen, torch.where(forced, best_timestamp - timestamp_total, best_text)
 
 
 def _stack_alignment(step_weights: list[dict[int, torch.Tensor]], heads: dict[int, torch.Tensor]) -> np.ndarray:
@@ -335,7 +340,7 @@ class BeamSearch:
             chosen = torch.tensor(tokens, device=device)
             sum_logprobs = torch.tensor(new_scores, dtype=torch.float32, device=device)
             cache.select(source_rows)
-            state = state.select(source_rows).advance(chosen, rules.timestamp_begin, end_of_text)
+            state = rules.advance(state.select(source_rows), chosen)
         results = []
         for chunk in range(chunks):
             candidates = dict(finished[chunk])

@@ -56,26 +56,64 @@ def _norm(layer_norm) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @dataclass
-class Cache:
-    """Per layer: self-attention keys/values (rows, heads, positions, head width), preallocated,
-    and the encoder's projected keys/values (rows, heads, frames, head width)."""
+class StepBuffers:
+    """Where a step's projections are written (`out=`), with the attention's views of them made
+    once: reshaping a fresh result instead would cost an operation per projection per layer."""
 
-    self_keys: list[torch.Tensor]
-    self_values: list[torch.Tensor]
+    qkv: torch.Tensor  # (rows, 3 * width): query, key, value of the self-attention
+    query: torch.Tensor  # (rows, heads, 1, head width): a view of qkv
+    key_value: torch.Tensor  # (rows, 2 * heads, 1, head width): a view of qkv, as the cache lays them
+    cross_query: torch.Tensor  # (rows, width)
+    cross_query_heads: torch.Tensor  # (rows, heads, 1, head width): a view of cross_query
+
+    @classmethod
+    def allocate(cls, rows: int, heads: int, head_width: int, like: torch.Tensor) -> "StepBuffers":
+        width = heads * head_width
+        qkv = like.new_empty((rows, 3 * width))
+        by_head = qkv.view(rows, 3 * heads, 1, head_width)
+        cross_query = like.new_empty((rows, width))
+        return cls(qkv, by_head[:, :heads], by_head[:, heads:], cross_query,
+                   cross_query.view(rows, heads, 1, head_width))
+
+
+@dataclass
+class Cache:
+    """Per layer: self-attention keys and values (rows, 2 * heads, positions, head width),
+    preallocated, keys in the first half of the heads, values in the second, so that one copy
+    writes both; and the encoder's projected keys/values (rows, heads, frames, head width)."""
+
+    self_keys_values: list[torch.Tensor]
     cross_keys: list[torch.Tensor]
     cross_values: list[torch.Tensor]
     # (1, 1, 1, positions) in the model's dtype: 0 where written, -inf ahead. An additive mask:
     # a boolean one is converted to this by scaled_dot_product_attention at every call
     visible: torch.Tensor
+    buffers: StepBuffers
     # per layer, the encoder keys of its alignment heads only (word timestamps), made on first use
     alignment_keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    # views of self_keys_values, made once
+    self_keys: list[torch.Tensor] = field(init=False)
+    self_values: list[torch.Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._split_self()
+
+    def _split_self(self) -> None:
+        heads = self.self_keys_values[0].shape[1] // 2
+        self.self_keys = [both[:, :heads] for both in self.self_keys_values]
+        self.self_values = [both[:, heads:] for both in self.self_keys_values]
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep `rows` (beam search reorders its hypotheses), in place of the cache's rows."""
-        for tensors in (self.self_keys, self.self_values, self.cross_keys, self.cross_values):
+        """Keep `rows` (beam search reorders its hypotheses; finished rows leave), in place of
+        the cache's rows."""
+        for tensors in (self.self_keys_values, self.cross_keys, self.cross_values):
             for index, tensor in enumerate(tensors):
                 tensors[index] = tensor.index_select(0, rows)
+        self._split_self()
         self.alignment_keys.clear()
+        if rows.shape[0] != self.buffers.qkv.shape[0]:
+            _, heads, _, head_width = self.buffers.query.shape
+            self.buffers = StepBuffers.allocate(rows.shape[0], heads, head_width, self.buffers.qkv)
 
 
 class TextDecoder:
@@ -131,14 +169,14 @@ class TextDecoder:
 
     def new_cache(self, encoded: torch.Tensor, positions: int) -> Cache:
         rows = encoded.shape[0]
-        shape = (rows, self.heads, positions, self.head_width)
+        shape = (rows, 2 * self.heads, positions, self.head_width)
         cross_keys, cross_values = self.cross_keys_values(encoded)
         return Cache(
-            self_keys=[encoded.new_zeros(shape) for _ in self.layers],
-            self_values=[encoded.new_zeros(shape) for _ in self.layers],
+            self_keys_values=[encoded.new_zeros(shape) for _ in self.layers],
             cross_keys=cross_keys,
             cross_values=cross_values,
             visible=torch.full((1, 1, 1, positions), float("-inf"), dtype=encoded.dtype, device=encoded.device),
+            buffers=StepBuffers.allocate(rows, self.heads, self.head_width, encoded),
         )
 
     def _layer_norm(self, hidden: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -199,20 +237,19 @@ class TextDecoder:
             hidden = hidden * self.embed_scale
         hidden = hidden + self.positions.index_select(0, position)
         cache.visible.index_fill_(3, position, 0.0)
-        heads, width = self.heads, self.head_width
+        buffers = cache.buffers
         weights: dict[int, torch.Tensor] = {}
         for index, layer in enumerate(self.layers):
             normed = F.layer_norm(hidden, (self.width,), layer.self_norm[0], layer.self_norm[1], self.epsilon)
-            query, key, value = torch.addmm(layer.qkv_bias, normed, layer.qkv_t).view(rows, 3, heads, 1, width).unbind(1)
-            keys, values = cache.self_keys[index], cache.self_values[index]
-            keys.index_copy_(2, position, key)
-            values.index_copy_(2, position, value)
-            attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=cache.visible)
+            torch.addmm(layer.qkv_bias, normed, layer.qkv_t, out=buffers.qkv)
+            cache.self_keys_values[index].index_copy_(2, position, buffers.key_value)
+            attended = F.scaled_dot_product_attention(buffers.query, cache.self_keys[index], cache.self_values[index],
+                                                      attn_mask=cache.visible)
             hidden = torch.addmm(layer.self_out_bias, attended.view(rows, self.width), layer.self_out_t).add_(hidden)
             normed = F.layer_norm(hidden, (self.width,), layer.cross_norm[0], layer.cross_norm[1], self.epsilon)
-            query = torch.addmm(layer.cross_query_bias, normed, layer.cross_query_t).view(rows, heads, 1, width)
-            keys, values = cache.cross_keys[index], cache.cross_values[index]
-            attended = F.scaled_dot_product_attention(query, keys, values)
+            torch.addmm(layer.cross_query_bias, normed, layer.cross_query_t, out=buffers.cross_query)
+            query = buffers.cross_query_heads
+            attended = F.scaled_dot_product_attention(query, cache.cross_keys[index], cache.cross_values[index])
             if attention_heads and index in attention_heads:
                 weights[index] = self.attention_weights(query, cache, index, attention_heads[index])
             hidden = torch.addmm(layer.cross_out_bias, attended.view(rows, self.width), layer.cross_out_t).add_(hidden)

@@ -1,12 +1,17 @@
 """What the decoder may emit next: suppression masks and OpenAI's timestamp rules, for a whole batch.
 
-Everything here is built once per decoding call and applied on the device with a fixed, small
-number of tensor operations per step: no Python loop over rows, no host round trip, no float64.
-The rules are openai/whisper's `ApplyTimestampRules` (as transformers' Whisper processor has them):
+Everything here is built once per model and applied on the device with a fixed, small number of
+tensor operations per step: no Python loop over rows, no host round trip, no float64. The rules
+are openai/whisper's `ApplyTimestampRules` (as transformers' Whisper processor has them):
 - timestamps come in pairs, except directly before end-of-text;
 - timestamps never decrease (and a pair's closing timestamp is not repeated as the next opening);
 - the first token is a timestamp no later than `max_initial_timestamp`;
 - where the total probability of the timestamps beats every single text token, a timestamp it is.
+
+A row's place in these rules is a small state machine (`START` ... `FINISHED`) and a floor (the
+lowest timestamp still allowed). Both are advanced by table lookups indexed by (state, token), and
+what a state forbids is one lookup compared with the floor, so a step costs six operations
+whatever the batch.
 """
 
 from __future__ import annotations
@@ -20,52 +25,56 @@ from .model import LoadedModel
 NEGATIVE_INFINITY = float("-inf")
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1.0 s: the first segment starts within a second of the chunk
 
-
-# What may follow, per row: anything; text or end-of-text (a pair just closed, or the first
-# timestamp opened the text); a timestamp or end-of-text (text just ended: close it); only
-# end-of-text again (the row has finished: its log probability is then 0)
-ANYTHING, NO_TIMESTAMP, NO_TEXT, FINISHED = 0, 1, 2, 3
+# Where a row stands. START: nothing yet (as if a timestamp came just before, so the first
+# timestamp opens the text). AFTER_TEXT: anything may follow. PAIR_CLOSED: a timestamp followed a
+# timestamp: text or end-of-text next. PAIR_OPENED: a timestamp followed text: its closing
+# timestamp (the same or later) or end-of-text next. FINISHED: only end-of-text again, at log
+# probability 0.
+START, AFTER_TEXT, PAIR_CLOSED, PAIR_OPENED, FINISHED = range(5)
+STATES = 5
+TEXT, TIMESTAMP, END_OF_TEXT = range(3)  # kinds of token
+# state after each kind of token, per state
+NEXT_STATE = {
+    START: (AFTER_TEXT, PAIR_CLOSED, FINISHED),
+    AFTER_TEXT: (AFTER_TEXT, PAIR_OPENED, FINISHED),
+    PAIR_CLOSED: (AFTER_TEXT, PAIR_CLOSED, FINISHED),
+    PAIR_OPENED: (AFTER_TEXT, PAIR_CLOSED, FINISHED),
+    FINISHED: (FINISHED, FINISHED, FINISHED),
+}
+# after a timestamp in these states, the next one must be strictly later (openai: the last
+# timestamp + 1, unless it opened a pair, which its closing timestamp may repeat)
+LAST_WAS_TIMESTAMP = (START, PAIR_CLOSED, PAIR_OPENED)
 
 
 @dataclass
 class TimestampState:
-    """Per row, on the device: what may follow, and the lowest timestamp allowed."""
+    """Per row, on the device: where it stands in the rules, and the lowest timestamp allowed."""
 
-    mode: torch.Tensor  # long (rows,): ANYTHING, NO_TIMESTAMP or NO_TEXT
-    floor: torch.Tensor  # long (rows,): timestamps below this token are forbidden
-    last_was_timestamp: torch.Tensor  # long (rows,): 1 where the last token was a timestamp
-
-    def advance(self, chosen: torch.Tensor, timestamp_begin: int, end_of_text: int) -> "TimestampState":
-        """After `chosen`: a timestamp after a timestamp closes a pair (text next, later
-        timestamps only); a timestamp after text opens one (only its closing timestamp, the same
-        or later, or end-of-text next); text leaves anything possible."""
-        is_timestamp = (chosen >= timestamp_begin).long()
-        mode = is_timestamp * (2 - self.last_was_timestamp) + (chosen == end_of_text) * FINISHED
-        # a closing timestamp may repeat the opening one; after a closed pair, strictly later
-        floor = torch.maximum(self.floor, (chosen + self.last_was_timestamp) * is_timestamp)
-        return TimestampState(mode, floor, is_timestamp)
+    state: torch.Tensor  # long (rows,)
+    floor: torch.Tensor  # int32 (rows, 1): timestamps below this token id are forbidden
 
     def copy_(self, other: "TimestampState") -> None:
         """Take `other`'s values in place (static buffers of a captured CUDA graph)."""
-        self.mode.copy_(other.mode)
+        self.state.copy_(other.state)
         self.floor.copy_(other.floor)
-        self.last_was_timestamp.copy_(other.last_was_timestamp)
 
     def select(self, rows: torch.Tensor) -> "TimestampState":
-        return TimestampState(
-            self.mode.index_select(0, rows), self.floor.index_select(0, rows),
-            self.last_was_timestamp.index_select(0, rows),
-        )
+        return TimestampState(self.state.index_select(0, rows), self.floor.index_select(0, rows))
 
 
 class DecodingRules:
-    """Masks of one decoding call, on the device, over the model's vocabulary."""
+    """The rule tables of one loaded model, on its device, over its vocabulary."""
 
     def __init__(self, model: LoadedModel, vocabulary_size: int, device: torch.device) -> None:
         tokens = model.tokens
         self.timestamp_begin = tokens.timestamp_begin
+        self.vocabulary_size = vocabulary_size
         self.device = device
-        self.before_timestamps = (torch.arange(vocabulary_size) < tokens.timestamp_begin).to(device).unsqueeze(0)
+        self.split_sizes = (tokens.timestamp_begin, vocabulary_size - tokens.timestamp_begin)
+        ids = torch.arange(vocabulary_size)
+        is_timestamp = ids >= tokens.timestamp_begin
+        is_text = ids < tokens.end_of_text
+        self.before_timestamps = (~is_timestamp).to(device).unsqueeze(0)
         # never emitted: the configured non-speech tokens and every special token but end-of-text
         # (start of transcript, languages, tasks, no-speech, no-timestamps)
         suppressed = torch.zeros(vocabulary_size, dtype=torch.bool)
@@ -77,31 +86,52 @@ class DecodingRules:
         # (a blank or end-of-text as the first token, which Whisper's begin-suppression forbids,
         # is ruled out with every other non-timestamp)
         self.first_step_suppressed = first.to(device).unsqueeze(0)
-        is_timestamp = torch.arange(vocabulary_size) >= tokens.timestamp_begin
-        is_text = torch.arange(vocabulary_size) < tokens.end_of_text
-        only_end_of_text = torch.ones(vocabulary_size, dtype=torch.bool)
-        only_end_of_text[tokens.end_of_text] = False
-        self.end_of_text_forbidden = (torch.arange(vocabulary_size) == tokens.end_of_text).to(device).unsqueeze(0)
-        by_mode = torch.stack([suppressed, suppressed | is_timestamp, suppressed | is_text, only_end_of_text])
-        self.by_mode = by_mode.to(device)  # (modes, vocabulary): forbidden in each mode
-        # token ids where they are timestamps, beyond every floor elsewhere: `< floor` picks the
-        # timestamps below a row's floor and nothing else
-        self.timestamp_ids = torch.where(is_timestamp, torch.arange(vocabulary_size), vocabulary_size + 1).to(device).unsqueeze(0)
+        self.end_of_text_forbidden = (ids == tokens.end_of_text).to(device).unsqueeze(0)
+        only_end_of_text = ~(ids == tokens.end_of_text)
+        forbidden_in = {
+            START: suppressed, AFTER_TEXT: suppressed, PAIR_CLOSED: suppressed | is_timestamp,
+            PAIR_OPENED: suppressed | is_text, FINISHED: only_end_of_text,
+        }
+        # (states, vocabulary): a token is forbidden where its entry is below the row's floor.
+        # Forbidden outright: -1 (below any floor); allowed text: above any floor; allowed
+        # timestamps: their own id (forbidden below the floor)
+        never, always = -1, vocabulary_size + 1
+        below_floor = torch.stack([
+            torch.where(forbidden_in[state], never, torch.where(is_timestamp, ids, always)) for state in range(STATES)
+        ])
+        self.below_floor = below_floor.to(torch.int32).to(device)
+        kind = torch.full((vocabulary_size,), TEXT)
+        kind[is_timestamp] = TIMESTAMP
+        kind[tokens.end_of_text] = END_OF_TEXT
+        # flat over (state, token): index = state * vocabulary_size + token
+        next_state = torch.stack([torch.tensor(NEXT_STATE[state])[kind] for state in range(STATES)])
+        self.next_state = next_state.reshape(-1).to(device)
+        floor_after = torch.stack([
+            torch.where(is_timestamp, ids + int(state in LAST_WAS_TIMESTAMP), 0) for state in range(STATES)
+        ])
+        self.floor_after = floor_after.reshape(-1, 1).to(torch.int32).to(device)
 
     def initial_state(self, rows: int) -> TimestampState:
-        # before the first token, as if a timestamp came just before: the first one opens the text
-        ones = torch.ones(rows, dtype=torch.long, device=self.device)
-        return TimestampState(ones * ANYTHING, ones * self.timestamp_begin, ones)
+        return TimestampState(
+            torch.full((rows,), START, dtype=torch.long, device=self.device),
+            torch.full((rows, 1), self.timestamp_begin, dtype=torch.int32, device=self.device),
+        )
 
     def forbidden(self, step: int, state: TimestampState) -> torch.Tensor:
         """(rows, vocabulary) True where a token may not come next at `step` (0 = first sampled)."""
         if step == 0:
             return self.first_step_suppressed
-        return self.by_mode.index_select(0, state.mode) | (self.timestamp_ids < state.floor.unsqueeze(1))
+        return self.below_floor.index_select(0, state.state) < state.floor
+
+    def advance(self, state: TimestampState, chosen: torch.Tensor) -> TimestampState:
+        """The rows' state after their `chosen` tokens."""
+        flat = chosen.add(state.state, alpha=self.vocabulary_size)
+        floor = torch.maximum(state.floor, self.floor_after.index_select(0, flat))
+        return TimestampState(self.next_state.index_select(0, flat), floor)
 
     def timestamp_forced(self, logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows whose timestamps together outweigh every text token, and the timestamps' total
         log probability (to renormalise the chosen timestamp's log probability)."""
-        timestamp_total = logprobs[:, self.timestamp_begin :].logsumexp(dim=-1)
-        best_text = logprobs[:, : self.timestamp_begin].amax(dim=-1)
-        return timestamp_total > best_text, timestamp_total
+        text, timestamps = logprobs.split(self.split_sizes, dim=-1)
+        timestamp_total = timestamps.logsumexp(dim=-1)
+        return timestamp_total > text.amax(dim=-1), timestamp_total
