@@ -1,6 +1,6 @@
 """Chunk planning: speech regions become as few chunks of at most max_chunk_seconds as they
-allow, cut at the longest pauses, padded without overlapping; speech with no pause is cut at
-its quietest frame."""
+allow, as even as the pauses allow, then cut at the longest pauses, padded without overlapping;
+speech with no pause is cut evenly at its quietest frames."""
 
 from __future__ import annotations
 
@@ -75,18 +75,39 @@ def test_padding_never_runs_into_the_neighbouring_chunk():
 
 
 @pytest.mark.parametrize("limit", [30.0, 12.0])
-def test_speech_longer_than_a_chunk_is_cut_at_its_quietest_frame_before_the_limit(limit):
+def test_speech_longer_than_a_chunk_is_cut_evenly_at_its_quietest_frame(limit):
     options = VadOptions(max_chunk_seconds=limit)
     usable = limit - 2 * CHUNK_PAD_SECONDS
+    pieces = int(np.ceil(70.0 / usable))
+    even = 70.0 / pieces
     probabilities = probabilities_for(70.0)
-    quiet = round((usable - 1.5) / FRAME_SECONDS)  # inside the window before the limit
+    quiet = round((even - 1.5) / FRAME_SECONDS)  # inside the window around the even cut
     probabilities[quiet] = 0.2
-    probabilities[round((usable - CUT_WINDOW_SECONDS - 2.0) / FRAME_SECONDS)] = 0.0  # before the window
+    probabilities[round((even - CUT_WINDOW_SECONDS / 2 - 1.0) / FRAME_SECONDS)] = 0.0  # before the window
     speech = regions((0.0, 70.0))
     chunks = plan_chunks(speech, probabilities, 70.0, options)
     assert chunks[0].end == pytest.approx((quiet + 0.5) * FRAME_SECONDS, abs=1e-3)
-    assert len(chunks) >= -(-70.0 // usable)
+    assert len(chunks) == pieces
+    # the rest is cut evenly: no chunk is much longer than another
+    lengths = [chunk.duration for chunk in chunks]
+    assert max(lengths) - min(lengths) <= CUT_WINDOW_SECONDS + 2 * CHUNK_PAD_SECONDS
     assert_well_formed(chunks, speech, 70.0, limit)
+
+
+def test_chunks_are_as_even_as_the_pauses_allow():
+    # 45 s of sentences with a 2 s pause at 17 s and 0.6 s pauses elsewhere: two chunks, cut at
+    # the pause nearest the middle, not at the longest one
+    spans, start = [], 0.0
+    while start < 45.0:
+        pause = 2.0 if abs(start + 3.4 - 17.0) < 2.0 else 0.6
+        spans.append((start, start + 3.4))
+        start += 3.4 + pause
+    speech = regions(*spans)
+    duration = speech[-1].end
+    chunks = plan_chunks(speech, probabilities_for(duration), duration, OPTIONS)
+    assert len(chunks) == 2
+    assert abs(chunks[0].duration - chunks[1].duration) <= 4.0 + 2 * CHUNK_PAD_SECONDS
+    assert_well_formed(chunks, speech, duration, OPTIONS.max_chunk_seconds)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,13 @@
 """Speech regions -> chunks the model decodes one at a time: at most max_chunk_seconds each,
-as few as the speech allows, cut at the longest pauses.
+as few as the speech allows, as even as the pauses allow, cut at pauses.
 
-Whisper encodes every chunk as a full 30 s window, so the number of chunks is what a clip
-costs; among the plans with the fewest chunks the one whose shortest cut pause is longest wins
-(then the one with the most pause at its cuts). A region longer than a chunk is first cut inside
-speech at the least speech-like frame of the last CUT_WINDOW_SECONDS before the limit.
+Whisper encodes every chunk as a full 30 s window, so the number of chunks is what a clip's
+encoding costs; chunks are decoded in batches, and a batch takes as many steps as its longest
+chunk has tokens, so among the plans with the fewest chunks the one whose longest chunk is
+shortest wins (to the second), then the one whose shortest cut pause is longest, then the one
+with the most pause at its cuts. A region longer than a chunk is first cut inside speech into
+pieces of even length, each cut at the least speech-like frame within CUT_WINDOW_SECONDS around
+its even place.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from .vad import FRAME_SECONDS, SpeechRegion, VadOptions
 # Added around a chunk's speech (its regions are padded already): the model hears a little
 # room before the first word and after the last, as it would in a 30 s window of a recording.
 CHUNK_PAD_SECONDS = 0.2
-# Where a region too long for one chunk is cut: the quietest frame in this window before the
-# limit. Read Japanese breathes every 2-4 s, so 4 s nearly always holds a pause between phrases.
+# Where a region too long for one chunk is cut: the quietest frame in a window this long around
+# the even cut. Read Japanese breathes every 2-4 s, so 4 s nearly always holds a pause between
+# phrases.
 CUT_WINDOW_SECONDS = 4.0
+# Plans whose longest chunks differ by less than this are as even as each other: the pauses decide.
+EVEN_ENOUGH_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ def plan_chunks(
     pieces = [piece for region in regions for piece in split_long_region(region, probabilities, limit)]
     if not pieces:
         return []
-    groups = _fewest_groups_cut_at_longest_pauses(pieces, limit)
+    groups = _fewest_groups(pieces, limit)
     chunks: list[Chunk] = []
     for index, group in enumerate(groups):
         first, last = group[0], group[-1]
@@ -60,45 +66,54 @@ def plan_chunks(
 
 
 def split_long_region(region: SpeechRegion, probabilities: np.ndarray, limit: float) -> list[SpeechRegion]:
-    """The region itself, or pieces of at most `limit` seconds cut at the frame with the lowest
-    speech probability in the CUT_WINDOW_SECONDS before each piece's limit."""
+    """The region itself, or as few pieces of at most `limit` seconds as it needs, of about even
+    length: each cut at the frame with the lowest speech probability within CUT_WINDOW_SECONDS
+    around the even place for it (never so early that the rest would not fit in the pieces left)."""
     pieces: list[SpeechRegion] = []
     start = region.start
-    while region.end - start > limit:
-        window_end = start + limit
-        window_start = max(start + limit / 2, window_end - CUT_WINDOW_SECONDS)
+    count = int(np.ceil((region.end - start) / limit - 1e-9))
+    while count > 1:
+        even = start + (region.end - start) / count
+        window_start = max(even - CUT_WINDOW_SECONDS / 2, region.end - (count - 1) * limit, start)
+        window_end = min(even + CUT_WINDOW_SECONDS / 2, start + limit)
         first_frame = int(np.ceil(window_start / FRAME_SECONDS))
         last_frame = min(int(window_end / FRAME_SECONDS), len(probabilities))
         if last_frame > first_frame:
             quietest = first_frame + int(np.argmin(probabilities[first_frame:last_frame]))
-            cut = min((quietest + 0.5) * FRAME_SECONDS, window_end)
-        else:  # no probabilities for this stretch: cut at the limit
-            cut = window_end
+            cut = min(max((quietest + 0.5) * FRAME_SECONDS, window_start), window_end)
+        else:  # no probabilities for this stretch: cut at the even place
+            cut = even
         cut = round(cut, 3)
         pieces.append(SpeechRegion(start, cut))
         start = cut
+        count -= 1
     pieces.append(SpeechRegion(start, region.end))
     return pieces
 
 
-def _fewest_groups_cut_at_longest_pauses(pieces: list[SpeechRegion], limit: float) -> list[list[SpeechRegion]]:
+def _fewest_groups(pieces: list[SpeechRegion], limit: float) -> list[list[SpeechRegion]]:
     """Consecutive pieces grouped so that each group spans at most `limit` seconds: fewest
-    groups, then the longest shortest cut pause, then the most pause at the cuts (a dynamic
-    programme over where each group starts; a group reaches back at most `limit` seconds)."""
+    groups, then the shortest longest group (in whole EVEN_ENOUGH_SECONDS), then the longest
+    shortest cut pause, then the most pause at the cuts (a dynamic programme over where each
+    group starts; a group reaches back at most `limit` seconds)."""
     count = len(pieces)
-    # best[j]: the best plan for pieces[:j] as (groups, -shortest cut pause, -total cut pause)
-    best: list[tuple[int, float, float]] = [(0, -float("inf"), 0.0)] + [(count + 1, 0.0, 0.0)] * count
+    # best[j]: the best plan for pieces[:j] as
+    # (groups, longest group in whole units, -shortest cut pause, -total cut pause)
+    Plan = tuple[int, int, float, float]
+    best: list[Plan] = [(0, 0, -float("inf"), 0.0)] + [(count + 1, 0, 0.0, 0.0)] * count
     start_of_last: list[int] = [0] * (count + 1)
     for end in range(1, count + 1):
         for first in range(end - 1, -1, -1):
-            if pieces[end - 1].end - pieces[first].start > limit + 0.001:
+            span = pieces[end - 1].end - pieces[first].start
+            if span > limit + 0.001:
                 break
-            groups, negative_shortest, negative_total = best[first]
+            groups, longest, negative_shortest, negative_total = best[first]
+            longest = max(longest, int(span // EVEN_ENOUGH_SECONDS))
             if first:
                 pause = pieces[first].start - pieces[first - 1].end
-                candidate = (groups + 1, max(negative_shortest, -pause), negative_total - pause)
+                candidate = (groups + 1, longest, max(negative_shortest, -pause), negative_total - pause)
             else:
-                candidate = (1, -float("inf"), 0.0)
+                candidate = (1, longest, -float("inf"), 0.0)
             if candidate < best[end]:
                 best[end], start_of_last[end] = candidate, first
     groups: list[list[SpeechRegion]] = []
