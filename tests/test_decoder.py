@@ -117,3 +117,18 @@ def test_sampling_is_reproducible_with_the_same_generator_and_reads_the_speech(e
         second = engine.decoder.decode(encoded, request, [WINDOW_FRAMES], torch.Generator().manual_seed(1))[0]
     assert first.tokens == second.tokens
     assert character_error_rate(chunks["reference"], engine.model.decode_text(first.tokens)) < 0.3
+
+
+def test_rows_that_finish_early_leave_the_batch_without_changing_any_row(engine, chunks):
+    """The short chunk finishes long before the long one and leaves the batch: every row's tokens,
+    score and token times are those it gets decoded alone."""
+    encoded = chunks["encoded"]
+    request = DecodingRequest(prefix(engine), word_timestamps=True)
+    with torch.no_grad():
+        together = engine.decoder.decode(encoded, request, [WINDOW_FRAMES] * 2)
+        alone = [engine.decoder.decode(encoded[row : row + 1], request, [WINDOW_FRAMES])[0] for row in range(2)]
+    assert len(together[1].tokens) < len(together[0].tokens) / 2  # the short one did finish early
+    for batched, single in zip(together, alone):
+        assert batched.tokens == single.tokens
+        assert batched.avg_logprob == pytest.approx(single.avg_logprob, abs=1e-3)
+        assert np.allclose(batched.token_spans, single.token_spans, atol=0.021)

@@ -181,8 +181,7 @@ class Sampling:
         sum_logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
         position = torch.tensor([len(request.prefix)], device=device)
         heads = decoder.alignment_heads if request.word_timestamps else None
-        chosen_on_host: list[np.ndarray] = []
-        step_weights: list[dict[int, torch.Tensor]] = []
+        live = LiveRows(rows, end_of_text)
         for step in range(request.max_new_tokens):
             forbid_end_of_text = step < request.min_new_tokens
             if step == 0:
@@ -200,23 +199,23 @@ class Sampling:
                 extra = rules.end_of_text_forbidden if forbid_end_of_text else None
                 chosen, state, weights = self.one_step(chosen, position, cache, state, sum_logprobs, extra, heads)
                 if heads:
-                    step_weights.append(weights)
-            host = chosen.cpu().numpy()  # the one transfer of the step
-            chosen_on_host.append(host)
-            if (host == end_of_text).all():
+                    live.record_weights(torch.cat([weights[layer] for layer in heads], dim=1))
+            live.record(chosen.cpu().numpy())  # the one transfer of the step
+            if live.all_finished():
                 break
-        tokens = np.stack(chosen_on_host, axis=1)
-        sums = (graphed.sum_logprobs if graphed else sum_logprobs).cpu().tolist()
-        alignment = _stack_alignment(step_weights, decoder.alignment_heads) if request.word_timestamps else None
-        results = []
-        for row in range(rows):
-            ended = np.flatnonzero(tokens[row] == end_of_text)
-            length = int(ended[0]) if ended.size else tokens.shape[1]
-            results.append(decoder.finish(
-                request, tokens[row, :length].tolist(), sums[row], float(no_speech[row]),
-                None if alignment is None else alignment[row], frames[row],
-            ))
-        return results
+            if graphed is None and live.worth_compacting():
+                keep = live.compact(sum_logprobs.cpu().numpy())
+                rows_kept = torch.from_numpy(keep).to(device)
+                cache.select(rows_kept)
+                state = state.select(rows_kept)
+                sum_logprobs = sum_logprobs.index_select(0, rows_kept)
+                chosen = chosen.index_select(0, rows_kept)
+        live.finish_sums((graphed.sum_logprobs if graphed else sum_logprobs).cpu().numpy())
+        return [
+            decoder.finish(request, live.tokens_of(row), live.sums[row], float(no_speech[row]),
+                           live.alignment_of(row) if heads else None, frames[row])
+            for row in range(rows)
+        ]
 
     def one_step(self, chosen: torch.Tensor, position: torch.Tensor, cache: Cache, state: TimestampState,
                  sum_logprobs: torch.Tensor, extra_forbidden: torch.Tensor | None,
@@ -258,12 +257,65 @@ class Sampling:
         return chosen, torch.where(forced, best_timestamp - timestamp_total, best_text)
 
 
-def _stack_alignment(step_weights: list[dict[int, torch.Tensor]], heads: dict[int, torch.Tensor]) -> np.ndarray:
-    """(rows, alignment heads, steps, frames) on the host, in the model's alignment-head order."""
-    if not step_weights:
-        return np.zeros((0, 0, 0, 0), dtype=np.float32)
-    per_step = [torch.cat([weights[layer] for layer in heads], dim=1) for weights in step_weights]
-    return torch.cat(per_step, dim=2).cpu().numpy()
+class LiveRows:
+    """The rows of one decoding call: what each has produced, and which are still in the batch.
+
+    A row that has finished only repeats end-of-text; once a quarter of the batch (at least one
+    row) has, the finished rows leave it: their cache rows are dropped, so every later step reads
+    the encoder keys and values of the rows still decoding only (on a CPU, and on an integrated
+    GPU, a step's time is the memory it reads)."""
+
+    def __init__(self, rows: int, end_of_text: int) -> None:
+        self.end_of_text = end_of_text
+        self.in_batch = np.arange(rows)  # batch position -> row
+        self.finished = np.zeros(rows, dtype=bool)  # per batch position
+        self.steps: list[tuple[np.ndarray, np.ndarray]] = []  # (rows in the batch, their tokens)
+        self.weights: list[tuple[np.ndarray, torch.Tensor]] = []  # (rows in the batch, alignment weights)
+        self.sums: list[float] = [0.0] * rows
+
+    def record(self, chosen: np.ndarray) -> None:
+        self.steps.append((self.in_batch, chosen))
+        self.finished |= chosen == self.end_of_text
+
+    def record_weights(self, weights: torch.Tensor) -> None:
+        """(rows in the batch, alignment heads, 1, frames) for the token just fed in."""
+        self.weights.append((self.in_batch, weights))
+
+    def all_finished(self) -> bool:
+        return bool(self.finished.all())
+
+    def worth_compacting(self) -> bool:
+        return int(self.finished.sum()) >= max(1, len(self.in_batch) // 4)
+
+    def compact(self, sum_logprobs: np.ndarray) -> np.ndarray:
+        """Drops the finished rows (keeping their scores): the batch positions that stay."""
+        for position in np.flatnonzero(self.finished):
+            self.sums[self.in_batch[position]] = float(sum_logprobs[position])
+        keep = np.flatnonzero(~self.finished)
+        self.in_batch = self.in_batch[keep]
+        self.finished = self.finished[keep]
+        return keep
+
+    def finish_sums(self, sum_logprobs: np.ndarray) -> None:
+        for position, row in enumerate(self.in_batch):
+            self.sums[row] = float(sum_logprobs[position])
+
+    def tokens_of(self, row: int) -> list[int]:
+        tokens = []
+        for in_batch, chosen in self.steps:
+            positions = np.flatnonzero(in_batch == row)
+            if not positions.size or chosen[positions[0]] == self.end_of_text:
+                break
+            tokens.append(int(chosen[positions[0]]))
+        return tokens
+
+    def alignment_of(self, row: int) -> np.ndarray:
+        """(alignment heads, steps, frames) on the host for `row`, in the model's head order."""
+        columns = [weights[int(np.flatnonzero(in_batch == row)[0])]
+                   for in_batch, weights in self.weights if (in_batch == row).any()]
+        if not columns:
+            return np.zeros((0, 0, 0), dtype=np.float32)
+        return torch.cat(columns, dim=1).cpu().numpy()
 
 
 class BeamSearch:
