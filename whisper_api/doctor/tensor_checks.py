@@ -51,6 +51,35 @@ def _chosen(scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return scores.gather(-1, index.unsqueeze(-1))
 
 
+def _projection_into_buffer(t: Inputs) -> torch.Tensor:
+    """The decoding step's projections: `addmm` written into a buffer made once (`out=`)."""
+    rows, weight, bias = t["queries"][0, 0], t["keys"][0, 0].t(), t["values"][0, 0, 0, :32]
+    buffer = rows.new_empty((rows.shape[0], 32))
+    torch.addmm(bias, rows, weight, out=buffer)
+    return buffer
+
+
+def _cache_write_and_attention(t: Inputs) -> torch.Tensor:
+    """The step's self-attention: keys and values written side by side into a cache with
+    `index_copy_`, attended through views of it with an additive mask."""
+    both = torch.cat([t["keys"], t["values"]], dim=1)  # (1, 2 * heads, positions, width)
+    position = torch.tensor([5], device=both.device)
+    both.index_copy_(2, position, torch.cat([t["queries"], t["queries"]], dim=1)[:, :, :1])
+    heads = t["keys"].shape[1]
+    mask = torch.zeros((1, 1, 1, both.shape[2]), dtype=both.dtype, device=both.device)
+    mask.index_fill_(3, torch.arange(6, both.shape[2], device=both.device), float("-inf"))
+    return torch.nn.functional.scaled_dot_product_attention(
+        t["queries"][:, :, :1], both[:, :heads], both[:, heads:], attn_mask=mask)
+
+
+def _rule_lookup(t: Inputs) -> torch.Tensor:
+    """The timestamp rules: an int32 table row per state (index_select), compared with a floor."""
+    table = (t["positions"] * 7).to(torch.int32)  # (4, 5)
+    state = torch.tensor([1, 0, 3], device=table.device)
+    floor = torch.tensor([[10], [500], [0]], dtype=torch.int32, device=table.device)
+    return (table.index_select(0, state) < floor).to(t["scores"].dtype)
+
+
 def operations(attention: str) -> dict[str, Callable[[Inputs], torch.Tensor]]:
     """Each kind of operation Whisper's encoder and decoding loop run."""
     functional = torch.nn.functional
@@ -78,8 +107,11 @@ def operations(attention: str) -> dict[str, Callable[[Inputs], torch.Tensor]]:
             t["queries"] @ t["keys"].transpose(-1, -2) / 8.0, dim=-1
         ) @ t["values"],
     }
+    checks["projection into a buffer (addmm, out=)"] = _projection_into_buffer
+    checks["timestamp rule lookup (int32)"] = _rule_lookup
     if attention == "sdpa":
         checks["attention (sdpa)"] = lambda t: functional.scaled_dot_product_attention(t["queries"], t["keys"], t["values"])
+        checks["cache write and attention on its views (sdpa)"] = _cache_write_and_attention
     return checks
 
 

@@ -391,7 +391,7 @@ class BeamSearch:
             source_rows = torch.tensor(sources, device=device)
             chosen = torch.tensor(tokens, device=device)
             sum_logprobs = torch.tensor(new_scores, dtype=torch.float32, device=device)
-            cache.select(source_rows)
+            cache.select(source_rows, same_chunks=True)
             state = rules.advance(state.select(source_rows), chosen)
         results = []
         for chunk in range(chunks):

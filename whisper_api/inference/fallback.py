@@ -2,7 +2,8 @@
 
 A batch of chunks is decoded at the request's temperature; the rows whose text loops (compression
 ratio) or that the model is unsure of (average log probability) are decoded again, together, at
-the next temperature, until they pass or the schedule ends. A row the model hears no speech in
+the next temperature, until they pass or the schedule ends (then the most confident text that
+does not loop is kept). A row the model hears no speech in
 (no-speech probability over its threshold) while its text fails the checks is silence.
 """
 
@@ -56,12 +57,15 @@ class FallbackDecoder:
     def decode(self, encoded: torch.Tensor, frames: list[int], prefix: tuple[int, ...], temperature: float,
                word_timestamps: bool, generator: torch.Generator, first_temperature_forced: bool = False,
                ) -> list[Decoded]:
-        """Each row decoded at the first temperature it passes the checks at (or the last one),
-        its repeats trimmed. `first_temperature_forced` starts one step up the schedule."""
+        """Each row decoded at the first temperature it passes the checks at; a row that passes at
+        none keeps its most confident text that does not loop (faster-whisper's choice: the last
+        temperature's text is the most random one, often invented), its repeats trimmed.
+        `first_temperature_forced` starts one step up the schedule."""
         schedule = temperature_schedule(temperature, self.options.temperature_increment)
         if first_temperature_forced and len(schedule) > 1:
             schedule = schedule[1:]
-        results: list[Decoded | None] = [None] * encoded.shape[0]
+        candidates: list[list[Decoded]] = [[] for _ in range(encoded.shape[0])]
+        passed: list[Decoded | None] = [None] * encoded.shape[0]
         pending = list(range(encoded.shape[0]))
         for current in schedule:
             rows = torch.tensor(pending, device=encoded.device)
@@ -73,17 +77,27 @@ class FallbackDecoder:
                                           request, [frames[row] for row in pending], generator)
             still: list[int] = []
             for row, result in zip(pending, decoded):
-                results[row] = result
+                candidates[row].append(result)
                 if self.needs_fallback(result, temperature):
                     still.append(row)
+                else:
+                    passed[row] = result
             pending = still
             if not pending:
                 break
         end_of_text = self.decoder.tokens.end_of_text
         finished = []
-        for result in results:
-            assert result is not None
+        for result, tried in zip(passed, candidates):
+            if result is None:
+                result = self.most_confident(tried)
             tokens = trim_repetition(result.tokens, end_of_text)  # every temperature looped: keep it once
             spans = result.token_spans[: len(tokens)] if result.token_spans is not None else None
             finished.append(replace(result, tokens=tokens, token_spans=spans))
         return finished
+
+    def most_confident(self, tried: list[Decoded]) -> Decoded:
+        """Of a row's texts that all failed the checks: the highest average log probability among
+        those that do not loop (or among all, when every one loops)."""
+        not_looping = [result for result in tried
+                       if result.compression_ratio <= self.options.compression_ratio_threshold]
+        return max(not_looping or tried, key=lambda result: result.avg_logprob)

@@ -103,14 +103,17 @@ class Cache:
         self.self_keys = [both[:, :heads] for both in self.self_keys_values]
         self.self_values = [both[:, heads:] for both in self.self_keys_values]
 
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep `rows` (beam search reorders its hypotheses; finished rows leave), in place of
-        the cache's rows."""
-        for tensors in (self.self_keys_values, self.cross_keys, self.cross_values):
+    def select(self, rows: torch.Tensor, same_chunks: bool = False) -> None:
+        """Keep `rows` in place of the cache's rows (finished rows leave the batch). Beam search
+        reorders hypotheses among the rows of one chunk, which share the chunk's encoder keys and
+        values: `same_chunks` reorders the self-attention cache only."""
+        kept = (self.self_keys_values,) if same_chunks else (self.self_keys_values, self.cross_keys, self.cross_values)
+        for tensors in kept:
             for index, tensor in enumerate(tensors):
                 tensors[index] = tensor.index_select(0, rows)
         self._split_self()
-        self.alignment_keys.clear()
+        if not same_chunks:
+            self.alignment_keys.clear()
         if rows.shape[0] != self.buffers.qkv.shape[0]:
             _, heads, _, head_width = self.buffers.query.shape
             self.buffers = StepBuffers.allocate(rows.shape[0], heads, head_width, self.buffers.qkv)
