@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 MAX_PERIOD = 24  # longest repeating unit looked for, in text tokens (a sentence or two)
 MIN_REPEATS = 5  # the unit must occur this many times in a row...
 MIN_REPEATED_TOKENS = 12  # ...and cover at least this many tokens ("はい、はい、" stays)
@@ -29,6 +31,18 @@ def loop_start(text_tokens: list[int]) -> tuple[int, int] | None:
                     best = (start, period)
                 break
     return best
+
+
+def loops_at_the_end(text_tokens: list[int]) -> bool:
+    """Whether the text ends in a loop past the thresholds: its last tokens are one unit repeated
+    (a decoding stuck there will only repeat it until the token limit)."""
+    tokens = np.asarray(text_tokens)
+    for period in range(1, min(MAX_PERIOD, len(tokens) // MIN_REPEATS) + 1):
+        matches_needed = period * (max(MIN_REPEATS, math.ceil(MIN_REPEATED_TOKENS / period)) - 1)
+        if matches_needed + period <= len(tokens) and np.array_equal(
+                tokens[-matches_needed:], tokens[-matches_needed - period : -period]):
+            return True
+    return False
 
 
 def trim_repetition(tokens: list[int], end_of_text: int) -> list[int]:

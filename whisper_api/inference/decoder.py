@@ -21,6 +21,7 @@ import torch
 from .forward import Cache, TextDecoder
 from .model import LoadedModel
 from .rules import DecodingRules, NEGATIVE_INFINITY, TimestampState
+from .rows import LOOP_CHECK_STEPS, LiveRows
 from .words import token_times
 
 MAX_NEW_TOKENS = 224  # half the decoder's context, as openai/whisper
@@ -49,6 +50,7 @@ class Decoded:
     temperature: float
     compression_ratio: float
     token_spans: list[tuple[float, float]] | None = None  # per token, seconds from the chunk's start
+    looped: bool = False  # stopped early: the text ended in a loop (it fails the checks like one)
 
 
 def compression_ratio(text: str) -> float:
@@ -138,7 +140,7 @@ class Decoder:
         return aligned
 
     def finish(self, request: DecodingRequest, tokens: list[int], sum_logprob: float, no_speech: float,
-               alignment: np.ndarray | None, frames: int) -> Decoded:
+               alignment: np.ndarray | None, frames: int, looped: bool = False) -> Decoded:
         text = self.model.decode_text(tokens)
         spans = None
         if alignment is not None:
@@ -150,6 +152,7 @@ class Decoder:
             temperature=request.temperature,
             compression_ratio=compression_ratio(text),
             token_spans=spans,
+            looped=looped,
         )
 
 
@@ -181,7 +184,7 @@ class Sampling:
         sum_logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
         position = torch.tensor([len(request.prefix)], device=device)
         heads = decoder.alignment_heads if request.word_timestamps else None
-        live = LiveRows(rows, end_of_text)
+        live = LiveRows(rows, end_of_text, rules.timestamp_begin)
         for step in range(request.max_new_tokens):
             forbid_end_of_text = step < request.min_new_tokens
             if step == 0:
@@ -201,6 +204,9 @@ class Sampling:
                 if heads:
                     live.record_weights(torch.cat([weights[layer] for layer in heads], dim=1))
             live.record(chosen.cpu().numpy())  # the one transfer of the step
+            # (not when a benchmark forces the length: a random-weight model loops at will)
+            if step % LOOP_CHECK_STEPS == LOOP_CHECK_STEPS - 1 and not request.min_new_tokens:
+                live.stop_loops(lambda: (graphed.sum_logprobs if graphed else sum_logprobs).cpu().numpy())
             if live.all_finished():
                 break
             if graphed is None and live.worth_compacting():
@@ -212,8 +218,8 @@ class Sampling:
                 chosen = chosen.index_select(0, rows_kept)
         live.finish_sums((graphed.sum_logprobs if graphed else sum_logprobs).cpu().numpy())
         return [
-            decoder.finish(request, live.tokens_of(row), live.sums[row], float(no_speech[row]),
-                           live.alignment_of(row) if heads else None, frames[row])
+            decoder.finish(request, live.tokens[row], live.sums[row], float(no_speech[row]),
+                           live.alignment_of(row) if heads else None, frames[row], live.looped[row])
             for row in range(rows)
         ]
 
@@ -255,67 +261,6 @@ class Sampling:
         best_timestamp, timestamp_index = timestamps.max(dim=-1)
         chosen = torch.where(forced, timestamp_index + rules.timestamp_begin, text_token)
         return chosen, torch.where(forced, best_timestamp - timestamp_total, best_text)
-
-
-class LiveRows:
-    """The rows of one decoding call: what each has produced, and which are still in the batch.
-
-    A row that has finished only repeats end-of-text; once a quarter of the batch (at least one
-    row) has, the finished rows leave it: their cache rows are dropped, so every later step reads
-    the encoder keys and values of the rows still decoding only (on a CPU, and on an integrated
-    GPU, a step's time is the memory it reads)."""
-
-    def __init__(self, rows: int, end_of_text: int) -> None:
-        self.end_of_text = end_of_text
-        self.in_batch = np.arange(rows)  # batch position -> row
-        self.finished = np.zeros(rows, dtype=bool)  # per batch position
-        self.steps: list[tuple[np.ndarray, np.ndarray]] = []  # (rows in the batch, their tokens)
-        self.weights: list[tuple[np.ndarray, torch.Tensor]] = []  # (rows in the batch, alignment weights)
-        self.sums: list[float] = [0.0] * rows
-
-    def record(self, chosen: np.ndarray) -> None:
-        self.steps.append((self.in_batch, chosen))
-        self.finished |= chosen == self.end_of_text
-
-    def record_weights(self, weights: torch.Tensor) -> None:
-        """(rows in the batch, alignment heads, 1, frames) for the token just fed in."""
-        self.weights.append((self.in_batch, weights))
-
-    def all_finished(self) -> bool:
-        return bool(self.finished.all())
-
-    def worth_compacting(self) -> bool:
-        return int(self.finished.sum()) >= max(1, len(self.in_batch) // 4)
-
-    def compact(self, sum_logprobs: np.ndarray) -> np.ndarray:
-        """Drops the finished rows (keeping their scores): the batch positions that stay."""
-        for position in np.flatnonzero(self.finished):
-            self.sums[self.in_batch[position]] = float(sum_logprobs[position])
-        keep = np.flatnonzero(~self.finished)
-        self.in_batch = self.in_batch[keep]
-        self.finished = self.finished[keep]
-        return keep
-
-    def finish_sums(self, sum_logprobs: np.ndarray) -> None:
-        for position, row in enumerate(self.in_batch):
-            self.sums[row] = float(sum_logprobs[position])
-
-    def tokens_of(self, row: int) -> list[int]:
-        tokens = []
-        for in_batch, chosen in self.steps:
-            positions = np.flatnonzero(in_batch == row)
-            if not positions.size or chosen[positions[0]] == self.end_of_text:
-                break
-            tokens.append(int(chosen[positions[0]]))
-        return tokens
-
-    def alignment_of(self, row: int) -> np.ndarray:
-        """(alignment heads, steps, frames) on the host for `row`, in the model's head order."""
-        columns = [weights[int(np.flatnonzero(in_batch == row)[0])]
-                   for in_batch, weights in self.weights if (in_batch == row).any()]
-        if not columns:
-            return np.zeros((0, 0, 0), dtype=np.float32)
-        return torch.cat(columns, dim=1).cpu().numpy()
 
 
 class BeamSearch:

@@ -51,7 +51,7 @@ class FallbackDecoder:
     def needs_fallback(self, result: Decoded, requested_temperature: float) -> bool:
         if self.is_silence(result, requested_temperature):
             return False  # skipped anyway: no retry
-        return (result.compression_ratio > self.options.compression_ratio_threshold
+        return (result.looped or result.compression_ratio > self.options.compression_ratio_threshold
                 or result.avg_logprob < self.options.logprob_threshold)
 
     def decode(self, encoded: torch.Tensor, frames: list[int], prefix: tuple[int, ...], temperature: float,
@@ -98,6 +98,6 @@ class FallbackDecoder:
     def most_confident(self, tried: list[Decoded]) -> Decoded:
         """Of a row's texts that all failed the checks: the highest average log probability among
         those that do not loop (or among all, when every one loops)."""
-        not_looping = [result for result in tried
-                       if result.compression_ratio <= self.options.compression_ratio_threshold]
+        not_looping = [result for result in tried if not result.looped
+                       and result.compression_ratio <= self.options.compression_ratio_threshold]
         return max(not_looping or tried, key=lambda result: result.avg_logprob)
