@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.modeling_outputs import BaseModelOutput
 
 from tests.support.speech import MEETING_SENTENCES, character_error_rate, concatenate, japanese_speech
-from whisper_api.inference.decoder import DecodingRequest
+from whisper_api.inference.decoder import Decoder, DecodingRequest
+from whisper_api.inference.forward import TextDecoder
 from whisper_api.inference.model import SAMPLE_RATE, WINDOW_FRAMES
 
 WORD_TIME_TOLERANCE_SECONDS = 0.1
@@ -132,3 +134,29 @@ def test_rows_that_finish_early_leave_the_batch_without_changing_any_row(engine,
         assert batched.tokens == single.tokens
         assert batched.avg_logprob == pytest.approx(single.avg_logprob, abs=1e-3)
         assert np.allclose(batched.token_spans, single.token_spans, atol=0.021)
+
+
+class OperatorNames(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_eager_attention_gives_the_same_tokens_as_sdpa(engine, chunks):
+    """`[model] attention = eager` (the DirectML advice when the fused kernel fails) reaches every
+    attention call of ours, and decodes the same text."""
+    eager = Decoder.__new__(Decoder)
+    eager.__dict__.update(engine.decoder.__dict__, forward=TextDecoder(engine.model.model, "eager"), _graphs={})
+    request = DecodingRequest(prefix(engine), word_timestamps=True)
+    with torch.no_grad():
+        fused = engine.decoder.decode(chunks["encoded"], request, [WINDOW_FRAMES] * 2)
+        with OperatorNames() as seen:
+            plain = eager.decode(chunks["encoded"], request, [WINDOW_FRAMES] * 2)
+    assert "bmm" in seen.names and not any("scaled_dot_product" in name for name in seen.names)
+    for ours, theirs in zip(plain, fused):
+        assert ours.tokens == theirs.tokens
+        assert np.allclose(ours.token_spans, theirs.token_spans, atol=0.021)

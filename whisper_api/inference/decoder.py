@@ -67,7 +67,7 @@ class Decoder:
         # greedy steps replayed as CUDA graphs on CUDA (one launch a step instead of ~170)
         self.cuda_graphs = cuda_graphs and model.device.type == "cuda"
         self._graphs: dict[int, GraphedSteps] = {}
-        self.forward = TextDecoder(model.model)
+        self.forward = TextDecoder(model.model, model.attention)
         self.vocabulary_size = self.forward.token_embedding.shape[0]
         self.rules = DecodingRules(model, self.vocabulary_size, model.device)
         self.tokens = model.tokens

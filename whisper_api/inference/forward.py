@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .attention import attention_function
+from .encoder import fuse_projections
+
 
 @dataclass
 class LayerWeights:
@@ -40,14 +43,8 @@ class LayerWeights:
 
 
 def _fuse_qkv(attention) -> tuple[torch.Tensor, torch.Tensor]:
-    """One (3 * width, width) matrix holding q, k, v; the module's weights become views of it."""
-    query, key, value = attention.q_proj, attention.k_proj, attention.v_proj
-    fused = torch.cat([query.weight.data, key.weight.data, value.weight.data])
-    width = query.weight.shape[0]
-    for index, projection in enumerate((query, key, value)):
-        projection.weight.data = fused[index * width : (index + 1) * width]
-    key_bias = torch.zeros_like(query.bias.data)
-    bias = torch.cat([query.bias.data, key_bias, value.bias.data])
+    """The query, key and value projections as one transposed (width, 3 * width) matrix."""
+    fused, bias = fuse_projections(attention)
     return fused.t(), bias
 
 
@@ -122,7 +119,8 @@ class Cache:
 class TextDecoder:
     """The decoder stack of one loaded model; holds no per-request state."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, attention: str = "sdpa") -> None:
+        self.attend = attention_function(attention)
         decoder = model.model.decoder
         config = model.config
         self.width = config.d_model
@@ -200,14 +198,14 @@ class TextDecoder:
             query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
             cache.self_keys[index][:, :, :length] = key
             cache.self_values[index][:, :, :length] = value
-            attended = F.scaled_dot_product_attention(query, key, value, is_causal=True)
+            attended = self.attend(query, key, value, is_causal=True)
             hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, self.width),
                                        layer.self_out_t.t(), layer.self_out_bias)
             normed = self._layer_norm(hidden, layer.cross_norm)
             query = F.linear(normed, layer.cross_query_t.t(), layer.cross_query_bias)
             query = query.view(rows, length, self.heads, self.head_width).transpose(1, 2)
             keys, values = cache.cross_keys[index], cache.cross_values[index]
-            attended = F.scaled_dot_product_attention(query, keys, values)
+            attended = self.attend(query, keys, values)
             if attention_heads and index in attention_heads:
                 weights[index] = self.attention_weights(query, cache, index, attention_heads[index])
             hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, self.width),
@@ -246,13 +244,13 @@ class TextDecoder:
             normed = F.layer_norm(hidden, (self.width,), layer.self_norm[0], layer.self_norm[1], self.epsilon)
             torch.addmm(layer.qkv_bias, normed, layer.qkv_t, out=buffers.qkv)
             cache.self_keys_values[index].index_copy_(2, position, buffers.key_value)
-            attended = F.scaled_dot_product_attention(buffers.query, cache.self_keys[index], cache.self_values[index],
+            attended = self.attend(buffers.query, cache.self_keys[index], cache.self_values[index],
                                                       attn_mask=cache.visible)
             hidden = torch.addmm(layer.self_out_bias, attended.view(rows, self.width), layer.self_out_t).add_(hidden)
             normed = F.layer_norm(hidden, (self.width,), layer.cross_norm[0], layer.cross_norm[1], self.epsilon)
             torch.addmm(layer.cross_query_bias, normed, layer.cross_query_t, out=buffers.cross_query)
             query = buffers.cross_query_heads
-            attended = F.scaled_dot_product_attention(query, cache.cross_keys[index], cache.cross_values[index])
+            attended = self.attend(query, cache.cross_keys[index], cache.cross_values[index])
             if attention_heads and index in attention_heads:
                 weights[index] = self.attention_weights(query, cache, index, attention_heads[index])
             hidden = torch.addmm(layer.cross_out_bias, attended.view(rows, self.width), layer.cross_out_t).add_(hidden)

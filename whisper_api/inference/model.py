@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .encoder import AudioEncoder
+
 SAMPLE_RATE = 16000
 HOP_LENGTH = 160
 N_FFT = 400
@@ -81,10 +83,11 @@ class LoadedModel:
         # (mel bins, frequencies), float32 from the start: no float64 tensor is ever made
         self._mel_filters = torch.from_numpy(np.ascontiguousarray(feature_extractor.mel_filters.T, dtype=np.float32))
         self._window = torch.hann_window(N_FFT)
+        self.encoder = AudioEncoder(model, self.attention)
 
     @property
     def attention(self) -> str:
-        """The attention implementation the encoder really uses (the decoder is ours: sdpa)."""
+        """The attention implementation our encoder and decoder passes use (`[model] attention`)."""
         return str(getattr(self.model.config, "_attn_implementation", "eager"))
 
     @classmethod
@@ -126,7 +129,7 @@ class LoadedModel:
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
         """Encoder states (batch, 1500, width) on the device."""
-        return self.model.get_encoder()(mel.to(self.device, self.dtype)).last_hidden_state
+        return self.encoder(mel.to(self.device, self.dtype))
 
     def text_tokens(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
