@@ -244,8 +244,9 @@ class Sampling:
         end-of-text, at log probability 0)."""
         rules = self.decoder.rules
         logprobs = logits.masked_fill(forbidden, NEGATIVE_INFINITY).log_softmax(dim=-1)
+        weight = rules.timestamp_forced(logprobs)
+        forced, timestamp_total = weight.forced, weight.timestamp_total
         if self.request.temperature > 0:
-            forced, timestamp_total = rules.timestamp_forced(logprobs)
             candidates = logprobs.masked_fill(forced.unsqueeze(1) & rules.before_timestamps, NEGATIVE_INFINITY)
             noise = _gumbel_noise(tuple(candidates.shape), self.generator).to(candidates.device)
             # log probabilities differ from the logits by a constant per row: same samples
@@ -254,13 +255,9 @@ class Sampling:
             return chosen, logprob - torch.where(forced, timestamp_total, self.decoder.zero)
         # greedy: the best text token, unless the timestamps together outweigh it, then the best
         # timestamp, its log probability renormalised over the timestamps
-        text, timestamps = logprobs.split(rules.split_sizes, dim=-1)
-        best_text, text_token = text.max(dim=-1)
-        timestamp_total = timestamps.logsumexp(dim=-1)
-        forced = timestamp_total > best_text
-        best_timestamp, timestamp_index = timestamps.max(dim=-1)
-        chosen = torch.where(forced, timestamp_index + rules.timestamp_begin, text_token)
-        return chosen, torch.where(forced, best_timestamp - timestamp_total, best_text)
+        best_timestamp, timestamp_index = weight.timestamps.max(dim=-1)
+        chosen = torch.where(forced, timestamp_index + rules.timestamp_begin, weight.text_token)
+        return chosen, torch.where(forced, best_timestamp - timestamp_total, weight.best_text)
 
 
 class BeamSearch:
@@ -298,7 +295,8 @@ class BeamSearch:
                 position += 1
             logits = logits.masked_fill(rules.forbidden(step, state), NEGATIVE_INFINITY)
             logprobs = logits.log_softmax(dim=-1)
-            forced, timestamp_total = rules.timestamp_forced(logprobs)
+            weight = rules.timestamp_forced(logprobs)
+            forced, timestamp_total = weight.forced, weight.timestamp_total
             logprobs = logprobs.masked_fill(forced.unsqueeze(1) & rules.before_timestamps, NEGATIVE_INFINITY)
             logprobs = logprobs - torch.where(forced, timestamp_total, decoder.zero).unsqueeze(1)
             scores = (sum_logprobs.unsqueeze(1) + logprobs).view(chunks, beams * vocabulary)

@@ -245,7 +245,7 @@ class TextDecoder:
             torch.addmm(layer.qkv_bias, normed, layer.qkv_t, out=buffers.qkv)
             cache.self_keys_values[index].index_copy_(2, position, buffers.key_value)
             attended = self.attend(buffers.query, cache.self_keys[index], cache.self_values[index],
-                                                      attn_mask=cache.visible)
+                                   attn_mask=cache.visible)
             hidden = torch.addmm(layer.self_out_bias, attended.view(rows, self.width), layer.self_out_t).add_(hidden)
             normed = F.layer_norm(hidden, (self.width,), layer.cross_norm[0], layer.cross_norm[1], self.epsilon)
             torch.addmm(layer.cross_query_bias, normed, layer.cross_query_t, out=buffers.cross_query)

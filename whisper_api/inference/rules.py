@@ -129,9 +129,19 @@ class DecodingRules:
         floor = torch.maximum(state.floor, self.floor_after.index_select(0, flat))
         return TimestampState(self.next_state.index_select(0, flat), floor)
 
-    def timestamp_forced(self, logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows whose timestamps together outweigh every text token, and the timestamps' total
-        log probability (to renormalise the chosen timestamp's log probability)."""
+    def timestamp_forced(self, logprobs: torch.Tensor) -> "TimestampWeight":
+        """Per row, whether the timestamps together outweigh every text token (then a timestamp
+        it must be), with what the choice of the next token needs from that comparison."""
         text, timestamps = logprobs.split(self.split_sizes, dim=-1)
+        best_text, text_token = text.max(dim=-1)
         timestamp_total = timestamps.logsumexp(dim=-1)
-        return timestamp_total > text.amax(dim=-1), timestamp_total
+        return TimestampWeight(timestamp_total > best_text, timestamp_total, best_text, text_token, timestamps)
+
+
+@dataclass
+class TimestampWeight:
+    forced: torch.Tensor  # bool (rows,)
+    timestamp_total: torch.Tensor  # (rows,): to renormalise a chosen timestamp's log probability
+    best_text: torch.Tensor  # (rows,): the best text token's log probability...
+    text_token: torch.Tensor  # ...and the token
+    timestamps: torch.Tensor  # (rows, timestamps): the timestamps' log probabilities (a view)
