@@ -23,7 +23,7 @@ from tests.support.live_server import serve_in_thread
 from tests.support.speech import JAPANESE_SENTENCES, encode, japanese_speech
 from whisper_api import create_app
 from whisper_api.audio import AudioDecodeError, DecodedAudio, decode
-from whisper_api.config import RESPONSE_FORMATS
+from whisper_api.formats import RESPONSE_FORMATS
 from whisper_api.formats import to_srt, to_vtt
 from whisper_api.transcript import Segment, Transcript
 

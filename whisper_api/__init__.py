@@ -22,10 +22,9 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     """
     from flask import Flask
 
-    from . import access_log, metrics, page
+    from . import access_log, app_state, metrics, page
     from .engine import Engine
     from .errors import register_error_handlers
-    from .progress import ProgressBoard
     from .routes import blueprint
 
     if settings is None:
@@ -36,9 +35,7 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_upload_bytes
     app.json.ensure_ascii = False  # Japanese text stays readable in the body, as the hosted service sends it
     app.json.sort_keys = False
-    app.extensions["whisper_api.settings"] = settings
-    app.extensions["whisper_api.engine"] = engine
-    app.extensions["whisper_api.progress"] = ProgressBoard()
+    app_state.init_app(app, settings, engine)
     access_log.init_app(app)
     metrics.init_app(app, engine)
     register_error_handlers(app)

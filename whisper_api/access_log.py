@@ -7,6 +7,8 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, g, request
 
@@ -29,6 +31,27 @@ def note(**fields) -> None:
     g.access_fields.update(fields)
 
 
+def fields() -> dict[str, Any]:
+    """This request's access-log fields: the dictionary itself, so that a stream, which ends after
+    the request's context is gone, can still add how it ended (`stream_status`, `error_code`)."""
+    return g.access_fields if "access_fields" in g else {}
+
+
+def final_status(response: Response, logged: dict[str, Any]) -> int:
+    """The status a request ended with: a stream that failed after its 200 was sent ends with its
+    error event's status (499 when the client hung up)."""
+    return int(logged.get("stream_status", response.status_code))
+
+
+def when_finished(response: Response, callback: Callable[[], None]) -> None:
+    """Run `callback` once the response is over: now, or for a stream when it ends or the client
+    hangs up (Waitress closes the body then)."""
+    if response.is_streamed:
+        response.call_on_close(callback)
+    else:
+        callback()
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def start() -> None:
@@ -42,13 +65,18 @@ def init_app(app: Flask) -> None:
         response.headers["x-request-id"] = request_id
         response.headers["apim-request-id"] = request_id
         started = getattr(g, "request_started", time.perf_counter())
-        line = {
-            "request_id": request_id,
-            "method": request.method,
-            "path": request.path,  # never the query or headers: keys stay out of logs
-            "status": response.status_code,
-            **getattr(g, "access_fields", {}),
-            "processing_seconds": round(time.perf_counter() - started, 3),
-        }
-        log.info(json.dumps(line, ensure_ascii=False))
+        method, path, logged = request.method, request.path, fields()
+
+        def write_line() -> None:
+            line = {
+                "request_id": request_id,
+                "method": method,
+                "path": path,  # never the query or headers: keys stay out of logs
+                "status": response.status_code,
+                **logged,
+                "processing_seconds": round(time.perf_counter() - started, 3),
+            }
+            log.info(json.dumps(line, ensure_ascii=False))
+
+        when_finished(response, write_line)
         return response

@@ -15,7 +15,6 @@ DEVICES = ("auto", "directml", "cuda", "cpu")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 STRATEGIES = ("auto", "vad", "sequential")
-RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
 
 T = TypeVar("T")
 

@@ -148,4 +148,5 @@ class Engine:
             text=text,
             segments=segments,
             words=[word for segment in segments for word in segment.words] if job.word_timestamps else None,
+            logprobs=[entry for segment in segments for entry in segment.logprobs or []] if job.logprobs else None,
         )

@@ -23,6 +23,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from . import access_log
+from .app_state import settings
+from .auth import authenticate
 from .progress import JobProgress
 
 if TYPE_CHECKING:  # metrics read the engine's info and queue; they never import torch
@@ -32,6 +35,7 @@ blueprint = Blueprint("metrics", __name__)
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 REAL_TIME_FACTOR_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5)
+METRICS = "whisper_api.metrics"
 UNMATCHED_ROUTE = "unmatched"  # any path no route answers: one label, however many paths are probed
 
 
@@ -111,6 +115,10 @@ class Metrics:
         self.rejected.labels(deployment).inc()
 
 
+def metrics() -> Metrics:
+    return current_app.extensions[METRICS]
+
+
 def resident_memory_bytes() -> float:
     try:
         import psutil
@@ -119,14 +127,8 @@ def resident_memory_bytes() -> float:
     return float(psutil.Process(os.getpid()).memory_info().rss)
 
 
-def metrics() -> Metrics:
-    return current_app.extensions["whisper_api.metrics"]
-
-
 @blueprint.get("/metrics")
 def serve_metrics() -> Response:
-    from .routes import authenticate, settings
-
     current = settings()
     if current.auth.api_keys and current.metrics.require_api_key:
         authenticate()
@@ -134,7 +136,7 @@ def serve_metrics() -> Response:
 
 
 def init_app(app: Flask, engine: "Engine") -> None:
-    app.extensions["whisper_api.metrics"] = Metrics(engine)
+    app.extensions[METRICS] = Metrics(engine)
     app.register_blueprint(blueprint)
 
     @app.before_request
@@ -143,10 +145,14 @@ def init_app(app: Flask, engine: "Engine") -> None:
 
     @app.after_request
     def count(response: Response) -> Response:
-        started = getattr(g, "metrics_started", None)
-        seconds = time.perf_counter() - started if started is not None else 0.0
+        started = getattr(g, "metrics_started", None) or time.perf_counter()
         route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-        # the deployment label only ever holds configured names: routes note it once resolved
-        deployment = getattr(g, "access_fields", {}).get("deployment", "")
-        metrics().observe_request(route, request.method, deployment, response.status_code, seconds)
+        method, logged, recorder = request.method, access_log.fields(), metrics()
+
+        def observe() -> None:
+            # the deployment label only ever holds configured names: routes note it once resolved
+            recorder.observe_request(route, method, logged.get("deployment", ""),
+                                     access_log.final_status(response, logged), time.perf_counter() - started)
+
+        access_log.when_finished(response, observe)
         return response

@@ -1,48 +1,26 @@
-"""The blueprint owning Azure's audio routes: form -> job -> engine -> formatter -> response."""
+"""The blueprint owning Azure's audio routes: form -> request object -> engine -> writer -> response."""
 
 from __future__ import annotations
 
-import hmac
 import re
 import uuid
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Callable
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.datastructures import FileStorage, MultiDict
+from flask import Blueprint, Response, g, jsonify, request
 
 from . import access_log, formats
+from .app_state import engine, progress_board, settings
+from .auth import authenticate
+from .config import DeploymentSettings
+from .errors import ApiError
+from .jobs import JobRunner
 from .metrics import metrics
-from .audio import SUPPORTED_FORMATS, AudioDecodeError, AudioTooLong, decode
-from .config import RESPONSE_FORMATS, DeploymentSettings, Settings
-from .errors import ApiError, deployment_not_found, invalid_field, too_many_requests, unauthorized
-from .languages import UnsupportedLanguage, normalize_language
-from .model_queue import Cancelled, QueueFull
-from .progress import ProgressBoard
-from .transcript import Transcript, TranscriptionJob
-
-if TYPE_CHECKING:  # routes never import torch; the engine arrives through the app
-    from .engine import Engine
+from .request_form import TRANSCRIBE, TRANSLATE, deployment_from_model_field, find_deployment, read_request
+from .streaming import CONTENT_TYPE, HEADERS, EventStream
 
 blueprint = Blueprint("audio", __name__)
 
-TRANSCRIBE = "transcribe"
-TRANSLATE = "translate"
-GRANULARITIES = {"segment", "word"}
 API_VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
-MAX_PROMPT_CHARACTERS = 4000
-
-
-def settings() -> Settings:
-    return current_app.extensions["whisper_api.settings"]
-
-
-def engine() -> "Engine":
-    return current_app.extensions["whisper_api.engine"]
-
-
-def progress_board() -> ProgressBoard:
-    return current_app.extensions["whisper_api.progress"]
 
 
 @blueprint.get("/health")
@@ -62,33 +40,33 @@ def health() -> Response:
 
 @blueprint.post("/openai/deployments/<deployment>/audio/transcriptions")
 def deployment_transcriptions(deployment: str) -> Response:
-    return serve_audio(lambda: find_deployment(deployment), TRANSCRIBE, api_version_required=True)
+    return serve_audio(lambda: find_deployment(deployment, settings()), TRANSCRIBE, api_version_required=True)
 
 
 @blueprint.post("/openai/deployments/<deployment>/audio/translations")
 def deployment_translations(deployment: str) -> Response:
-    return serve_audio(lambda: find_deployment(deployment), TRANSLATE, api_version_required=True)
+    return serve_audio(lambda: find_deployment(deployment, settings()), TRANSLATE, api_version_required=True)
 
 
 # Azure's v1 surface and OpenAI's own: the `model` form field names the deployment.
 @blueprint.post("/openai/v1/audio/transcriptions")
 def azure_v1_transcriptions() -> Response:
-    return serve_audio(lambda: deployment_from_model_field(openai_style=False), TRANSCRIBE)
+    return serve_audio(lambda: deployment_from_model_field(request.form, settings(), openai_style=False), TRANSCRIBE)
 
 
 @blueprint.post("/openai/v1/audio/translations")
 def azure_v1_translations() -> Response:
-    return serve_audio(lambda: deployment_from_model_field(openai_style=False), TRANSLATE)
+    return serve_audio(lambda: deployment_from_model_field(request.form, settings(), openai_style=False), TRANSLATE)
 
 
 @blueprint.post("/v1/audio/transcriptions")
 def openai_transcriptions() -> Response:
-    return serve_audio(lambda: deployment_from_model_field(openai_style=True), TRANSCRIBE)
+    return serve_audio(lambda: deployment_from_model_field(request.form, settings(), openai_style=True), TRANSCRIBE)
 
 
 @blueprint.post("/v1/audio/translations")
 def openai_translations() -> Response:
-    return serve_audio(lambda: deployment_from_model_field(openai_style=True), TRANSLATE)
+    return serve_audio(lambda: deployment_from_model_field(request.form, settings(), openai_style=True), TRANSLATE)
 
 
 @blueprint.get("/v1/jobs/<request_id>")
@@ -132,56 +110,26 @@ def serve_audio(
     check_api_version(required=api_version_required)
     deployment = resolve_deployment()
     access_log.note(deployment=deployment.name)
-    form = request.form
-    response_format = read_response_format(form)
-    granularities = read_granularities(form, response_format, task)
-    job = build_job(form, read_upload(), deployment, task, word_timestamps="word" in granularities)
-    access_log.note(audio_seconds=round(job.duration, 2))
-    transcript = transcribe_with_progress(job, deployment)
-    return render(transcript, response_format, include_segments=not granularities or "segment" in granularities)
+    parsed = read_request(request.form, request.files.getlist("file"), request.mimetype, deployment, task, settings())
+    access_log.note(audio_seconds=round(parsed.job.duration, 2))
+    writer = formats.writer(parsed.response_format)
+    runner = job_runner(deployment)
+    client_disconnected = request.environ.get("waitress.client_disconnected")
+    if parsed.stream:
+        access_log.note(stream=True)
+        stream = EventStream(runner, parsed.job, writer.events(parsed.output), access_log.fields(), client_disconnected)
+        stream.start()
+        return Response(stream.body(), content_type=CONTENT_TYPE, headers=HEADERS)
+    transcript = runner.run(parsed.job, cancelled=client_disconnected)
+    body = writer.render(transcript, parsed.output)
+    return Response(body.text, content_type=body.content_type)
 
 
-def transcribe_with_progress(job: TranscriptionJob, deployment: DeploymentSettings) -> Transcript:
-    """Run the job on the engine, its progress on the board under this request's id."""
-    board = progress_board()
-    if board.is_active(g.request_id):  # a client reused the id of a job still running: keep them apart
+def job_runner(deployment: DeploymentSettings) -> JobRunner:
+    """The job's runner, its progress under this request's id."""
+    if progress_board().is_active(g.request_id):  # a client reused the id of a job still running: keep them apart
         g.request_id = str(uuid.uuid4())
-    reporter = board.start(g.request_id, deployment.name, job.duration)
-    succeeded = False
-    try:
-        transcript = engine().transcribe(
-            replace(job, on_progress=reporter), cancelled=request.environ.get("waitress.client_disconnected")
-        )
-        succeeded = True
-    except UnsupportedLanguage as error:
-        raise invalid_field("language", f"The model does not support language {error}.") from None
-    except QueueFull as error:
-        metrics().observe_rejection(deployment.name)
-        raise too_many_requests(deployment.name, error.retry_after_seconds) from None
-    except Cancelled:
-        raise ApiError(499, "client_closed_request", "The client closed the connection while waiting.") from None
-    finally:
-        record = board.finish(g.request_id, succeeded)
-        if succeeded and record is not None:
-            metrics().observe_job(record)
-    return transcript
-
-
-def authenticate() -> None:
-    """The key comes from `api-key` or `Authorization: Bearer`; compared in constant time."""
-    key = request.headers.get("api-key", "")
-    authorization = request.headers.get("Authorization", "")
-    if not key and authorization.lower().startswith("bearer "):
-        key = authorization[7:].strip()
-    if not key:
-        raise unauthorized()
-    allowed = settings().auth.api_keys
-    if not allowed:
-        return
-    presented = key.encode("utf-8", "surrogateescape")
-    matches = [hmac.compare_digest(presented, candidate.encode("utf-8")) for candidate in allowed]
-    if not any(matches):
-        raise unauthorized()
+    return JobRunner(engine(), progress_board(), metrics(), g.request_id, deployment.name)
 
 
 def check_api_version(required: bool) -> None:
@@ -198,127 +146,3 @@ def check_api_version(required: bool) -> None:
             f"API version {version[:40]!r} is not supported; use a date such as 2024-06-01 or 2025-01-01-preview.",
             param="api-version",
         )
-
-
-def find_deployment(name: str) -> DeploymentSettings:
-    deployment = settings().deployments.get(name)
-    if deployment is None:
-        raise deployment_not_found()
-    return deployment
-
-
-def deployment_from_model_field(openai_style: bool) -> DeploymentSettings:
-    name = request.form.get("model", "").strip()
-    if not name:
-        raise invalid_field("model", "The 'model' field is required: it names the deployment.")
-    deployment = settings().deployments.get(name)
-    if deployment is None:
-        if openai_style:
-            raise ApiError(
-                404, "model_not_found", f"The model `{name[:100]}` does not exist or you do not have access to it.",
-                param="model",
-            )
-        raise deployment_not_found()
-    return deployment
-
-
-def read_granularities(form: MultiDict, response_format: str, task: str) -> set[str]:
-    """timestamp_granularities[] (the SDKs repeat the bracketed name): segment and/or word."""
-    values = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
-    granularities = {value.strip() for value in values if value.strip()}
-    unknown = granularities - GRANULARITIES
-    if unknown:
-        raise invalid_field(
-            "timestamp_granularities",
-            f"Invalid timestamp_granularities {sorted(unknown)[0][:40]!r}: use 'segment' and/or 'word'.",
-        )
-    if granularities and response_format != "verbose_json":
-        # as the hosted service: granularities only come with verbose_json
-        raise invalid_field(
-            "timestamp_granularities", "timestamp_granularities requires response_format 'verbose_json'."
-        )
-    return granularities if task == TRANSCRIBE else set()
-
-
-def read_upload() -> FileStorage:
-    uploads = request.files.getlist("file")
-    if not uploads:
-        if request.mimetype != "multipart/form-data":
-            raise invalid_field("file", "The request must be multipart/form-data with the audio in the 'file' field.")
-        raise invalid_field("file", "The 'file' field is required.")
-    if len(uploads) > 1:
-        raise invalid_field("file", "Send exactly one 'file' field.")
-    return uploads[0]
-
-
-def read_response_format(form: MultiDict) -> str:
-    value = form.get("response_format", "json").strip() or "json"
-    if value not in RESPONSE_FORMATS:
-        raise invalid_field(
-            "response_format", f"Invalid response_format {value[:40]!r}: use one of {', '.join(RESPONSE_FORMATS)}."
-        )
-    return value
-
-
-def read_language(form: MultiDict, deployment: DeploymentSettings) -> str | None:
-    value = form.get("language", "").strip()
-    if not value:
-        return deployment.language
-    code = normalize_language(value)
-    if code is None:
-        raise invalid_field("language", f"Invalid language {value[:40]!r}: use an ISO-639-1 code such as 'ja' or 'en'.")
-    return code
-
-
-def read_temperature(form: MultiDict, deployment: DeploymentSettings) -> float:
-    value = form.get("temperature", "").strip()
-    if not value:
-        return deployment.temperature or 0.0
-    try:
-        temperature = float(value)
-    except ValueError:
-        temperature = float("nan")
-    if not 0.0 <= temperature <= 1.0:
-        raise invalid_field("temperature", f"Invalid temperature {value[:40]!r}: use a number from 0 to 1.")
-    return temperature
-
-
-def read_prompt(form: MultiDict, deployment: DeploymentSettings) -> str | None:
-    value = form.get("prompt", "")
-    if len(value) > MAX_PROMPT_CHARACTERS:
-        raise invalid_field("prompt", f"The prompt is too long: at most {MAX_PROMPT_CHARACTERS} characters.")
-    if "\ufffd" in value:  # the form parser replaces bytes that are not UTF-8
-        raise invalid_field("prompt", "The prompt is not valid UTF-8 text.")
-    return value.strip() or deployment.prompt
-
-
-def build_job(
-    form: MultiDict, upload: FileStorage, deployment: DeploymentSettings, task: str, word_timestamps: bool = False
-) -> TranscriptionJob:
-    # translations take no language field (the hosted service ignores one): Whisper detects it
-    language = read_language(form, deployment) if task == TRANSCRIBE else None
-    temperature = read_temperature(form, deployment)
-    prompt = read_prompt(form, deployment)
-    try:
-        audio = decode(upload.read(), max_seconds=settings().model.max_audio_seconds)
-    except AudioTooLong as error:
-        raise invalid_field("file", str(error)) from None
-    except AudioDecodeError as error:
-        raise invalid_field(
-            "file",
-            f"Invalid file format: {error}. Supported formats: {', '.join(SUPPORTED_FORMATS)}.",
-        ) from None
-    return TranscriptionJob(
-        samples=audio.samples, task=task, language=language, prompt=prompt, temperature=temperature,
-        word_timestamps=word_timestamps,
-    )
-
-
-def render(transcript: Transcript, response_format: str, include_segments: bool = True) -> Response:
-    if response_format == "verbose_json":
-        return jsonify(formats.to_verbose_json(transcript, include_segments=include_segments))
-    if response_format in formats.JSON_FORMATTERS:
-        body: Any = formats.JSON_FORMATTERS[response_format](transcript)
-        return jsonify(body)
-    text = formats.TEXT_FORMATTERS[response_format](transcript)
-    return Response(text, mimetype="text/plain", content_type="text/plain; charset=utf-8")

@@ -7,23 +7,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .audio import SAMPLE_RATE
+
 
 @dataclass(frozen=True)
-class TranscriptionJob:
-    samples: np.ndarray  # float32 mono 16 kHz
-    task: str = "transcribe"  # or "translate"
-    language: str | None = None  # Whisper code; None detects it
-    prompt: str | None = None
-    temperature: float = 0.0
-    word_timestamps: bool = False
-    # (units done, units total) as decoding goes: once (0, total), then after each window/chunk
-    on_progress: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
+class SpeechOptions:
+    """A request's own speech detection (`chunking_strategy` server_vad); None keeps the server's
+    [model] vad_* setting."""
 
-    @property
-    def duration(self) -> float:
-        from .audio import SAMPLE_RATE
+    threshold: float | None = None
+    min_silence_ms: int | None = None
+    speech_pad_ms: int | None = None
 
-        return len(self.samples) / SAMPLE_RATE
+    def changes(self) -> dict[str, float | int]:
+        """The fields set, as keyword arguments for the detector's options."""
+        values = {"threshold": self.threshold, "min_silence_ms": self.min_silence_ms,
+                  "speech_pad_ms": self.speech_pad_ms}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One text token as OpenAI's `logprobs` lists it."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,29 @@ class Segment:
     compression_ratio: float
     no_speech_prob: float
     words: list[Word] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None  # its text tokens', when the job asks for them
+
+
+@dataclass(frozen=True)
+class TranscriptionJob:
+    samples: np.ndarray  # float32 mono 16 kHz
+    task: str = "transcribe"  # or "translate"
+    language: str | None = None  # Whisper code; None detects it
+    prompt: str | None = None
+    temperature: float = 0.0
+    word_timestamps: bool = False
+    logprobs: bool = False  # each text token's log probability on its segment
+    speech: SpeechOptions = SpeechOptions()
+    # (units done, units total) as decoding goes: once (0, total), then after each window/chunk
+    on_progress: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
+    # the segments that became final, numbered and in clip time, as soon as their batch is
+    # decoded (in order, each once); streaming sends them on while later batches decode. Raising
+    # from it stops the job there (a client that has gone away).
+    on_segments: Callable[[list[Segment]], None] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -56,3 +88,4 @@ class Transcript:
     text: str
     segments: list[Segment]
     words: list[Word] | None = None  # set when word timestamps were asked for
+    logprobs: list[TokenLogprob] | None = None  # set when the job asked for them

@@ -25,9 +25,10 @@ from ..transcript import Segment, TranscriptionJob
 from .chunks import Chunk, plan_chunks
 from .decoder import MAX_NEW_TOKENS, Decoded, Decoder
 from .fallback import FallbackDecoder
+from .logprobs import chosen_logprobs, with_logprobs
 from .model import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, WINDOW_SAMPLES, WINDOW_SECONDS, LoadedModel
 from .segments import ChunkText, renumbered, split_segments
-from .vad import FRAME_SECONDS, SpeechDetector, SpeechRegion
+from .vad import FRAME_SECONDS, SpeechDetector, SpeechRegion, VadOptions, speech_regions
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,17 @@ class Progress:
     def __call__(self, done: int, total: int) -> None:
         if self.report is not None:
             self.report(done, total)
+
+
+@dataclass(frozen=True)
+class FinishedSegments:
+    """Sends a job's segments on (`TranscriptionJob.on_segments`) as soon as they are final."""
+
+    send: Callable[[list[Segment]], None] | None
+
+    def __call__(self, segments: list[Segment]) -> None:
+        if self.send is not None and segments:
+            self.send(segments)
 
 
 class ClipDecoding:
@@ -77,6 +89,22 @@ class ClipDecoding:
     def encode(self, pieces: list[np.ndarray]) -> torch.Tensor:
         return self.model.encode(self.model.log_mel(pieces))
 
+    def speech(self, job: TranscriptionJob) -> tuple[np.ndarray, list[SpeechRegion], VadOptions]:
+        """The clip's frame probabilities and speech regions, found with the request's own
+        speech options (`chunking_strategy`) over the server's."""
+        options = replace(self.detector.options, **job.speech.changes())
+        probabilities = self.detector.frame_probabilities(job.samples)
+        return probabilities, speech_regions(probabilities, job.duration, options), options
+
+    def split(self, job: TranscriptionJob, encoded: torch.Tensor, prefix: tuple[int, ...], result: Decoded,
+              offset: float, duration: float, language: str, **options) -> ChunkText:
+        """A decoded row's segments, with its tokens' log probabilities when the job asks."""
+        text = split_segments(self.model, result, offset, duration, language, **options)
+        if not job.logprobs or not text.segments:
+            return text
+        logprobs = chosen_logprobs(self.decoder, encoded, prefix, result.tokens)
+        return replace(text, segments=with_logprobs(self.model, text.segments, result, logprobs))
+
 
 class VadStrategy:
     name = "vad"
@@ -87,28 +115,28 @@ class VadStrategy:
         self.cover_speech = cover_speech  # off only in benchmarks of fixed work on random weights
 
     def transcribe(self, job: TranscriptionJob) -> tuple[str, list[Segment]]:
-        samples = job.samples
-        detector = self.clip.detector
-        probabilities = detector.frame_probabilities(samples)
-        regions = detector.regions(samples, probabilities)
-        chunks = plan_chunks(regions, probabilities, job.duration, detector.options)
+        probabilities, regions, options = self.clip.speech(job)
+        chunks = plan_chunks(regions, probabilities, job.duration, options)
         progress = Progress(job.on_progress)
+        finished = FinishedSegments(job.on_segments)
         progress(0, len(chunks))
         passes = ChunkPasses(self.clip, job, self.clip.prompt_tokens(job), torch.Generator().manual_seed(SAMPLING_SEED))
-        texts: list[tuple[Chunk, ChunkText]] = []
+        segments: list[Segment] = []
         for first in range(0, len(chunks), self.batch_size):
             batch = chunks[first : first + self.batch_size]
             if self.cover_speech:
-                texts += passes.covered(batch, probabilities)
+                texts = passes.covered(batch, probabilities)
             else:
-                texts += list(zip(batch, passes.decode(batch)))
+                texts = list(zip(batch, passes.decode(batch)))
+            # a batch's segments are final once it is decoded: later batches never revise them
+            done_before = len(segments)
+            for chunk, text in texts:
+                for segment in text.segments:
+                    segment = held_to_speech(segment, chunk.regions)
+                    previous_end = segments[-1].end if segments else 0.0
+                    segments.append(renumbered(segment, len(segments), job.duration, previous_end))
+            finished(segments[done_before:])
             progress(min(first + len(batch), len(chunks)), len(chunks))
-        segments: list[Segment] = []
-        for chunk, text in texts:
-            for segment in text.segments:
-                segment = held_to_speech(segment, chunk.regions)
-                previous_end = segments[-1].end if segments else 0.0
-                segments.append(renumbered(segment, len(segments), job.duration, previous_end))
         return passes.language or "en", segments
 
 
@@ -128,17 +156,18 @@ class ChunkPasses:
         encoded = self.clip.encode([speech_only(self.job.samples, chunk) for chunk in chunks])
         if self.language is None:
             self.language = self.clip.detect_language(encoded)
+        prefix = self.clip.prefix(self.language, self.job.task, self.prompt)
         results = self.clip.fallback.decode(
-            encoded, [chunk_frames(chunk) for chunk in chunks],
-            self.clip.prefix(self.language, self.job.task, self.prompt), self.job.temperature,
+            encoded, [chunk_frames(chunk) for chunk in chunks], prefix, self.job.temperature,
             self.job.word_timestamps, self.generator, first_temperature_forced=forced_fallback,
         )
         texts = []
-        for chunk, result in zip(chunks, results):
+        for row, (chunk, result) in enumerate(zip(chunks, results)):
             if self.clip.fallback.is_silence(result, self.job.temperature):
                 texts.append(ChunkText([], False, 0.0))
             else:
-                texts.append(split_segments(self.clip.model, result, chunk.start, chunk.duration, self.language))
+                texts.append(self.clip.split(self.job, encoded[row : row + 1], prefix, result, chunk.start,
+                                             chunk.duration, self.language))
         return texts
 
     def covered(self, chunks: list[Chunk], probabilities: np.ndarray) -> list[tuple[Chunk, ChunkText]]:
@@ -236,11 +265,10 @@ class SequentialStrategy:
 
     def transcribe(self, job: TranscriptionJob) -> tuple[str, list[Segment]]:
         samples = job.samples
-        detector = self.clip.detector
-        probabilities = detector.frame_probabilities(samples)
-        regions = detector.regions(samples, probabilities)
+        _, regions, _ = self.clip.speech(job)
         total_frames = len(samples) // HOP_LENGTH
         progress = Progress(job.on_progress)
+        finished = FinishedSegments(job.on_segments)
         progress(0, total_frames)
         language = job.language
         prompt = self.clip.prompt_tokens(job)
@@ -276,13 +304,16 @@ class SequentialStrategy:
                 seek += window_frames
                 progress(min(seek, total_frames), total_frames)
                 continue
-            text = split_segments(self.clip.model, result, offset, window_frames / FRAMES_PER_SECOND, language,
-                                  seek=seek, keep_open_tail=False)
+            prefix = self.clip.prefix(language, job.task, prompt + previous)
+            text = self.clip.split(job, encoded, prefix, result, offset, window_frames / FRAMES_PER_SECOND, language,
+                                   seek=seek, keep_open_tail=False)
             consumed = self.consumed(text, window_frames, offset, regions)
+            done_before = len(segments)
             for segment in text.segments:
                 segment = held_to_speech(segment, tuple(regions))
                 previous_end = segments[-1].end if segments else 0.0
                 segments.append(renumbered(segment, len(segments), job.duration, previous_end))
+            finished(segments[done_before:])
             if self.condition_on_previous_text and result.temperature <= 0.5:
                 previous.extend(result.tokens)
             else:
