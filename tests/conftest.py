@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -66,12 +68,34 @@ def client(app):
     return app.test_client()
 
 
+LiveServer = Callable[..., str]
+
+
 @pytest.fixture(scope="session")
-def live_server(model_settings: ModelSettings, engine: Engine) -> Iterator[str]:
-    """Base URL of a real Waitress server on loopback, shared by the tests that only read from it."""
-    app = create_app(make_settings(model_settings, max_upload_mb=2), engine=engine)
-    with serve_in_thread(app) as url:
-        yield url
+def live_server_with(model_settings: ModelSettings, engine: Engine) -> Iterator[LiveServer]:
+    """A live server with these settings: `live_server_with(max_queue=1)` is the base URL of a
+    real Waitress server on loopback with those [server] settings (`model_changes` for [model],
+    `engine` for another engine over the session's model), started the first time those
+    settings are asked for and shared by every test that asks for them again."""
+    servers: dict[tuple, str] = {}
+    with ExitStack() as stack:
+
+        def start(engine_: Engine | None = None, model_changes: dict | None = None, **server_overrides) -> str:
+            serving = engine_ or engine
+            key = (id(serving), tuple(sorted((model_changes or {}).items())), tuple(sorted(server_overrides.items())))
+            if key not in servers:
+                model = dataclasses.replace(model_settings, **(model_changes or {}))
+                app = create_app(make_settings(model, **server_overrides), engine=serving)
+                servers[key] = stack.enter_context(serve_in_thread(app))
+            return servers[key]
+
+        yield start
+
+
+@pytest.fixture(scope="session")
+def live_server(live_server_with: LiveServer) -> str:
+    """Base URL of the server most tests read from (2 MB uploads)."""
+    return live_server_with(max_upload_mb=2)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ The one table of HTTP error answers (401, 404, 400, 413); test_contract checks t
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import socket
 from collections.abc import Callable
@@ -17,10 +16,8 @@ import pytest
 import requests
 import soundfile
 
-from tests.conftest import API_KEY, API_VERSION, make_settings
-from tests.support.live_server import serve_in_thread
+from tests.conftest import API_KEY, API_VERSION
 from tests.support.speech import JAPANESE_SENTENCES, character_error_rate, encode, japanese_speech, silence
-from whisper_api import create_app
 
 SENTENCE = JAPANESE_SENTENCES[3]
 PATH = f"/openai/deployments/whisper/audio/transcriptions?api-version={API_VERSION}"
@@ -29,11 +26,8 @@ MAX_AUDIO_SECONDS = 60
 
 
 @pytest.fixture(scope="module")
-def server(model_settings, engine):
-    limited_model = dataclasses.replace(model_settings, max_audio_seconds=MAX_AUDIO_SECONDS)
-    app = create_app(make_settings(limited_model, max_upload_mb=MAX_UPLOAD_MB), engine=engine)
-    with serve_in_thread(app) as url:
-        yield url
+def server(live_server_with) -> str:
+    return live_server_with(model_changes={"max_audio_seconds": MAX_AUDIO_SECONDS}, max_upload_mb=MAX_UPLOAD_MB)
 
 
 def speech(sample_rate: int = 16000) -> np.ndarray:
@@ -155,6 +149,28 @@ CORPUS = [
     Case("bad timestamp_granularities", 400, "timestamp_granularities", GOOD,
          data={"timestamp_granularities[]": "sentence", "response_format": "verbose_json"}),
     Case("over-long prompt", 400, "prompt", GOOD, data={"prompt": "あ" * 5000}),
+    Case("stream maybe", 400, "stream", GOOD, data={"stream": "maybe"}),
+    Case("include something else", 400, "include", GOOD, data={"include[]": "confidence"}),
+    Case("logprobs with verbose_json", 400, "include", GOOD,
+         data={"include[]": "logprobs", "response_format": "verbose_json"}),
+    Case("chunking_strategy manual", 400, "chunking_strategy", GOOD, data={"chunking_strategy": "manual"}),
+    Case("chunking_strategy not json", 400, "chunking_strategy", GOOD, data={"chunking_strategy": "{type: vad"}),
+    Case("chunking_strategy other type", 400, "chunking_strategy", GOOD,
+         data={"chunking_strategy": '{"type": "semantic_vad"}'}),
+    Case("chunking_strategy threshold 2", 400, "chunking_strategy", GOOD,
+         data={"chunking_strategy": '{"type": "server_vad", "threshold": 2}'}),
+    Case("chunking_strategy threshold as text", 400, "chunking_strategy", GOOD,
+         data={"chunking_strategy[type]": "server_vad", "chunking_strategy[threshold]": "high"}),
+    Case("chunking_strategy negative silence", 400, "chunking_strategy", GOOD,
+         data={"chunking_strategy[type]": "server_vad", "chunking_strategy[silence_duration_ms]": "-5"}),
+    Case("chunking_strategy fractional padding", 400, "chunking_strategy", GOOD,
+         data={"chunking_strategy": '{"type": "server_vad", "prefix_padding_ms": 12.5}'}),
+    Case("chunking_strategy unknown key", 400, "chunking_strategy", GOOD,
+         data={"chunking_strategy": '{"type": "server_vad", "eagerness": "high"}'}),
+    Case("chunking_strategy server_vad", 200, None, GOOD, check_speech=True,
+         data={"chunking_strategy": '{"type": "server_vad", "threshold": 0.4, "silence_duration_ms": 300, '
+                                    '"prefix_padding_ms": 100}'}),
+    Case("chunking_strategy auto", 200, None, GOOD, data={"chunking_strategy": "auto"}, check_speech=True),
     Case("filename with path separators", 200, None, audio_file(lambda: encode(speech(), "wav"), "../../etc/passwd"),
          check_speech=True),
     Case("filename with control characters", 200, None,

@@ -18,13 +18,10 @@ import webvtt
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import API_KEY, API_VERSION, make_settings
-from tests.support.live_server import serve_in_thread
+from tests.conftest import API_KEY, API_VERSION
 from tests.support.speech import JAPANESE_SENTENCES, encode, japanese_speech
-from whisper_api import create_app
 from whisper_api.audio import AudioDecodeError, DecodedAudio, decode
-from whisper_api.formats import RESPONSE_FORMATS
-from whisper_api.formats import to_srt, to_vtt
+from whisper_api.formats import RESPONSE_FORMATS, to_srt, to_vtt
 from whisper_api.transcript import Segment, Transcript
 
 FUZZ_SETTINGS = settings(
@@ -63,11 +60,8 @@ CLIP_FORMATS = ("wav", "flac", "ogg", "mp3", "m4a", "webm")
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(engine, model_settings):
-    short_model = dataclasses.replace(model_settings, max_audio_seconds=MAX_AUDIO_SECONDS)
-    app = create_app(make_settings(short_model, max_upload_mb=MAX_UPLOAD_MB), engine=engine)
-    with serve_in_thread(app) as url:
-        yield url
+def fuzz_server(live_server_with) -> str:
+    return live_server_with(model_changes={"max_audio_seconds": MAX_AUDIO_SECONDS}, max_upload_mb=MAX_UPLOAD_MB)
 
 
 @functools.cache

@@ -10,10 +10,8 @@ import time
 import pytest
 import requests
 
-from tests.conftest import API_KEY, API_VERSION, make_settings
-from tests.support.live_server import serve_in_thread
+from tests.conftest import API_KEY, API_VERSION
 from tests.support.speech import JAPANESE_SENTENCES, character_error_rate, concatenate, encode, japanese_speech
-from whisper_api import create_app
 from whisper_api.engine import Engine
 
 PATH = f"/openai/deployments/whisper/audio/transcriptions?api-version={API_VERSION}"
@@ -26,10 +24,8 @@ def queued_engine(engine, model_settings) -> Engine:
 
 
 @pytest.fixture(scope="module")
-def server(queued_engine, model_settings):
-    app = create_app(make_settings(model_settings, max_queue=1), engine=queued_engine)
-    with serve_in_thread(app) as url:
-        yield url
+def server(live_server_with, queued_engine) -> str:
+    return live_server_with(queued_engine, max_queue=1)
 
 
 @pytest.fixture(scope="module")
@@ -104,19 +100,18 @@ def test_client_that_hangs_up_while_queued_gives_its_place_back(server, queued_e
     assert admitted_result[0].status_code == 200
 
 
-def test_idle_slow_client_is_disconnected_after_the_channel_timeout(model_settings, engine):
-    app = create_app(make_settings(model_settings, channel_timeout_seconds=2), engine=engine)
-    with serve_in_thread(app) as url:
-        host, port = url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=30) as slow:
-            slow.sendall(b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n")  # and then nothing more
-            started = time.monotonic()
-            try:
-                closed = slow.recv(1024) == b""
-            except ConnectionResetError:
-                closed = True
-            assert closed
-            assert time.monotonic() - started < 25, "the server held the idle connection open"
+def test_idle_slow_client_is_disconnected_after_the_channel_timeout(live_server_with):
+    url = live_server_with(channel_timeout_seconds=2)
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as slow:
+        slow.sendall(b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n")  # and then nothing more
+        started = time.monotonic()
+        try:
+            closed = slow.recv(1024) == b""
+        except ConnectionResetError:
+            closed = True
+        assert closed
+        assert time.monotonic() - started < 25, "the server held the idle connection open"
 
 
 @pytest.mark.parametrize(("threads", "max_queue", "warned"), [(4, 8, True), (5, 4, True), (6, 4, False), (8, 4, False)])

@@ -44,13 +44,13 @@ class EventStream:
 
     def __init__(self, runner: JobRunner, job: TranscriptionJob, writer: EventWriter, log_fields: dict[str, Any],
                  client_disconnected: Callable[[], bool] | None = None,
-                 heartbeat_seconds: float = HEARTBEAT_SECONDS) -> None:
+                 heartbeat_seconds: float | None = None) -> None:
         self.runner = runner
         self.job = job
         self.writer = writer
         self.log_fields = log_fields  # the access-log line's fields, written when the stream ends
         self.client_disconnected = client_disconnected or (lambda: False)
-        self.heartbeat_seconds = heartbeat_seconds
+        self.heartbeat_seconds = HEARTBEAT_SECONDS if heartbeat_seconds is None else heartbeat_seconds
         self.events: queue.Queue[bytes | None] = queue.Queue()
         self.running = threading.Event()  # the job has the model
         self.ended = threading.Event()  # the job is over, one way or another
