@@ -11,21 +11,32 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.live_server import serve_in_thread
-from tests.support.whisper_checkpoint import ensure_whisper_base
-from whisper_api import create_app
 from whisper_api.config import AuthSettings, DeploymentSettings, ModelSettings, ServerSettings, Settings
-from whisper_api.engine import Engine
+
+if TYPE_CHECKING:  # torch and the model load only for the tests that use them (`-m "not model"`)
+    from whisper_api.engine import Engine
 
 API_KEY = "test-key-123"
 API_VERSION = "2024-06-01"
+# a test whose fixtures reach one of these loads the real model, or the VAD on synthesized
+# speech (pytest.ini, marker `model`)
+MODEL_FIXTURES = {"model_dir", "model_settings", "engine", "tokenizer", "detector", "clip"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
 
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
+    from tests.support.whisper_checkpoint import ensure_whisper_base
+
     return ensure_whisper_base()
 
 
@@ -35,8 +46,10 @@ def model_settings(model_dir: Path) -> ModelSettings:
 
 
 @pytest.fixture(scope="session")
-def engine(model_settings: ModelSettings) -> Engine:
+def engine(model_settings: ModelSettings) -> "Engine":
     """One real model for the whole run, as the server has one for its whole life."""
+    from whisper_api.engine import Engine
+
     return Engine.load(model_settings)
 
 
@@ -59,7 +72,9 @@ def settings(model_settings: ModelSettings) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings, engine: Engine):
+def app(settings: Settings, engine: "Engine"):
+    from whisper_api import create_app
+
     return create_app(settings, engine=engine)
 
 
@@ -72,15 +87,18 @@ LiveServer = Callable[..., str]
 
 
 @pytest.fixture(scope="session")
-def live_server_with(model_settings: ModelSettings, engine: Engine) -> Iterator[LiveServer]:
+def live_server_with(model_settings: ModelSettings, engine: "Engine") -> Iterator[LiveServer]:
     """A live server with these settings: `live_server_with(max_queue=1)` is the base URL of a
     real Waitress server on loopback with those [server] settings (`model_changes` for [model],
     `engine` for another engine over the session's model), started the first time those
     settings are asked for and shared by every test that asks for them again."""
+    from tests.support.live_server import serve_in_thread
+    from whisper_api import create_app
+
     servers: dict[tuple, str] = {}
     with ExitStack() as stack:
 
-        def start(engine_: Engine | None = None, model_changes: dict | None = None, **server_overrides) -> str:
+        def start(engine_: "Engine | None" = None, model_changes: dict | None = None, **server_overrides) -> str:
             serving = engine_ or engine
             key = (id(serving), tuple(sorted((model_changes or {}).items())), tuple(sorted(server_overrides.items())))
             if key not in servers:

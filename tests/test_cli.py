@@ -14,6 +14,8 @@ import requests
 from tests.support.live_server import wait_until_healthy
 from tests.support.speech import JAPANESE_SENTENCES, character_error_rate, encode, japanese_speech
 
+pytestmark = pytest.mark.model  # child processes, model conversion or speech synthesis: not pure logic
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 

@@ -23,6 +23,8 @@ from whisper_api.engine import Engine, ModelLoadError
 from whisper_api.transcript import TranscriptionJob
 from whisper_api import devices
 
+pytestmark = pytest.mark.model  # child processes, model conversion or speech synthesis: not pure logic
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 # Why `auto` skipped DirectML, for each way the stand-in fails as the real module does.

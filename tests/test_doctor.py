@@ -22,6 +22,8 @@ from whisper_api.__main__ import main
 from whisper_api.doctor import adapters, device_choice, model_check
 from whisper_api.text_metrics import character_error_rate
 
+pytestmark = pytest.mark.model  # child processes, model conversion or speech synthesis: not pure logic
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 FALLBACK_WARNING = (
     "The operator 'aten::repeat_interleave.Tensor' is not currently supported on the DML backend and will "

@@ -21,6 +21,8 @@ from huggingface_hub import constants
 from tests.test_cli import REPOSITORY, free_port, write_config
 from whisper_api.model_source import CONNECTIVITY_TIMEOUT_SECONDS, ModelUnavailable, resolve_model_path
 
+pytestmark = pytest.mark.model  # child processes, model conversion or speech synthesis: not pure logic
+
 MODEL = "example/whisper-tiny"
 # The connectivity check's timeout plus room for a busy machine; a retry storm takes a minute.
 FAST_SECONDS = CONNECTIVITY_TIMEOUT_SECONDS + 4

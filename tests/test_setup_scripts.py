@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.model  # child processes, model conversion or speech synthesis: not pure logic
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 README = REPOSITORY / "README.md"
 README_JA = REPOSITORY / "README.ja.md"

@@ -25,6 +25,8 @@ from tests.support.speech import (
     word_error_rate,
 )
 
+pytestmark = pytest.mark.model  # child processes, model conversion or speech synthesis: not pure logic
+
 needs_espeak = pytest.mark.skipif(
     not espeak_available(), reason=f"espeak-ng is not installed ({ESPEAK_INSTALL_HINT})"
 )

@@ -12,6 +12,8 @@ import pytest
 from tests.support import whisper_checkpoint
 from tests.support.recordings import JFK_WAV, reference_transcript
 
+pytestmark = pytest.mark.model  # child processes, model conversion or speech synthesis: not pure logic
+
 JFK_TEXT = reference_transcript(JFK_WAV.name)
 
 
