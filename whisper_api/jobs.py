@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .errors import ApiError, invalid_field, too_many_requests
-from .languages import UnsupportedLanguage
+from .languages import UnsupportedLanguage, UnsupportedTask
 from .metrics import Metrics
 from .model_queue import Cancelled, QueueFull
 from .progress import ProgressBoard
@@ -34,7 +34,7 @@ class JobRunner:
     deployment: str
 
     def run(self, job: TranscriptionJob, cancelled: Callable[[], bool] | None = None) -> Transcript:
-        """The transcript, or an ApiError: 400 for a language the model lacks, 429 when the queue
+        """The transcript, or an ApiError: 400 for a language or task the model lacks, 429 when the queue
         is full, 499 when the client went away (`cancelled()` while queued, or a hook raising
         Cancelled while decoding)."""
         reporter = self.board.start(self.request_id, self.deployment, job.duration)
@@ -50,7 +50,13 @@ class JobRunner:
             transcript = self.engine.transcribe(replace(job, on_progress=report), cancelled=cancelled)
             succeeded = True
         except UnsupportedLanguage as error:
+            if error.english_only:
+                raise invalid_field("language", f"The model {self.engine.info.model} is English-only: language "
+                                    f"{error.language!r} is not supported; send 'en' or leave language out.") from None
             raise invalid_field("language", f"The model does not support language {error}.") from None
+        except UnsupportedTask:
+            raise invalid_field("model", f"The model {self.engine.info.model} is English-only: it transcribes English "
+                                "but cannot translate. Use a multilingual model for translations.") from None
         except QueueFull as error:
             self.metrics.observe_rejection(self.deployment)
             raise too_many_requests(self.deployment, error.retry_after_seconds) from None

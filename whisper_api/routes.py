@@ -34,6 +34,7 @@ def health() -> Response:
         device_reason=info.device_reason,
         dtype=info.dtype,
         attention=info.attention,
+        english_only=info.english_only,
         deployments=sorted(settings().deployments),
     )
 
@@ -83,10 +84,10 @@ def job_progress(request_id: str) -> Response:
 def list_deployments() -> Response:
     authenticate()
     check_api_version(required=True)
-    model = engine().info.model
+    info = engine().info
     data = [
-        {"id": name, "object": "deployment", "model": model, "status": "succeeded", "owner": "organization",
-         "scale_settings": {"scale_type": "standard"}}
+        {"id": name, "object": "deployment", "model": info.model, "status": "succeeded", "owner": "organization",
+         "scale_settings": {"scale_type": "standard"}, "english_only": info.english_only}
         for name in sorted(settings().deployments)
     ]
     return jsonify(object="list", data=data)
@@ -96,8 +97,9 @@ def list_deployments() -> Response:
 @blueprint.get("/v1/models")
 def list_models() -> Response:
     authenticate()
+    english_only = engine().info.english_only
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "whisper-api"}
+        {"id": name, "object": "model", "created": 0, "owned_by": "whisper-api", "english_only": english_only}
         for name in sorted(settings().deployments)
     ]
     return jsonify(object="list", data=data)
