@@ -29,8 +29,11 @@ MODEL_FIXTURES = {"model_dir", "model_settings", "engine", "tokenizer", "detecto
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if MODEL_FIXTURES & fixtures:
             item.add_marker(pytest.mark.model)
+        if "browser" in fixtures:
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session")

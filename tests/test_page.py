@@ -1,10 +1,12 @@
 """The test page at GET /: served from package data, and used in a real browser against a live
-server with the real model (headless Chromium driven by Playwright)."""
+server with the real model (headless Chromium driven by Playwright): it streams, so text and
+segments appear as they are decoded."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 import srt
@@ -45,13 +47,13 @@ def open_page(browser, live_server):
     """Open the page in a fresh context (locale chosen per test); fails the test on script errors."""
     contexts, problems = [], []
 
-    def open_with(locale: str = "en-US"):
+    def open_with(locale: str = "en-US", url: str = live_server):
         context = browser.new_context(locale=locale, accept_downloads=True)
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda error: problems.append(str(error)))
         page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-        page.goto(live_server)
+        page.goto(url)
         page.wait_for_function("() => document.querySelectorAll('#deployment option').length > 0")
         page.fill("#api-key", API_KEY)
         return page
@@ -100,9 +102,79 @@ def test_page_transcribes_a_clip_and_plays_from_a_clicked_segment_and_downloads_
     subtitles = list(srt.parse(open(download.path(), encoding="utf-8").read()))
     assert [round(subtitle.start.total_seconds(), 2) for subtitle in subtitles] == pytest.approx(starts, abs=0.011)
     assert all(subtitle.content.strip() for subtitle in subtitles)
-    raw = json.loads(page.text_content("#raw"))
-    assert [segment["start"] for segment in raw["segments"]] == starts
+    events = [json.loads(line) for line in page.text_content("#raw").splitlines()]
+    assert [event["start"] for event in events if event["type"] == "transcript.text.segment"] == starts
+    assert events[-1]["type"] == "transcript.text.done"
+    assert page.text_content("#transcript-text") == events[-1]["text"]
     assert problems == []
+
+
+@pytest.fixture(scope="module")
+def one_chunk_a_batch(live_server_with, engine) -> str:
+    return live_server_with(engine.with_settings(batch_size=1, vad_max_chunk_seconds=6), max_queue=2)
+
+
+def test_text_and_segments_appear_while_the_rest_is_decoded(open_page, one_chunk_a_batch, engine, meeting_clip,
+                                                            monkeypatch):
+    real_decode = engine.decoder.decode
+
+    def slow(*arguments, **keywords):  # time to look at the page between batches
+        time.sleep(1.5)
+        return real_decode(*arguments, **keywords)
+
+    monkeypatch.setattr(engine.decoder, "decode", slow)
+    open_with, problems = open_page
+    page = open_with("en-US", one_chunk_a_batch)
+    page.set_input_files("#audio-file", str(meeting_clip[0]))
+    page.select_option("#language", "ja")
+    page.click("#send")
+    page.wait_for_function(
+        "() => document.getElementById('transcript-text').textContent.length > 0"
+        " && document.querySelectorAll('#segments li').length >= 1", timeout=MODEL_SECONDS)
+    early_segments = page.locator("#segments li").count()
+    assert page.is_disabled("#send"), "the text appeared only once the whole transcription was done"
+    assert "Done" not in page.text_content("#run-status")
+    page.wait_for_function("() => document.getElementById('run-status').textContent.includes('Done')",
+                           timeout=MODEL_SECONDS)
+    assert page.locator("#segments li").count() > early_segments
+    assert problems == []
+
+
+@pytest.mark.parametrize("response_format", ["srt", "vtt"])
+def test_subtitle_formats_show_their_text(open_page, meeting_clip, response_format):
+    open_with, problems = open_page
+    page = open_with("en-US")
+    page.set_input_files("#audio-file", str(meeting_clip[0]))
+    page.select_option("#language", "ja")
+    page.select_option("#response-format", response_format)
+    page.click("#send")
+    page.wait_for_function("() => document.getElementById('run-status').textContent.includes('Done')",
+                           timeout=MODEL_SECONDS)
+    text = page.text_content("#transcript-text")
+    assert text.strip() and "-->" not in text and "WEBVTT" not in text
+    assert len(text.strip().splitlines()) >= 2  # one cue a line
+    with page.expect_download() as download_info:
+        page.click(f"a[data-format={response_format}]")
+    assert " --> " in open(download_info.value.path(), encoding="utf-8").read()
+    assert problems == []
+
+
+def test_a_failed_request_clears_the_previous_result(open_page, meeting_clip):
+    open_with, _ = open_page
+    page = open_with("en-US")
+    page.set_input_files("#audio-file", str(meeting_clip[0]))
+    page.select_option("#language", "ja")
+    page.select_option("#response-format", "json")
+    page.click("#send")
+    page.wait_for_function("() => document.getElementById('run-status').textContent.includes('Done')",
+                           timeout=MODEL_SECONDS)
+    assert page.text_content("#transcript-text").strip()
+    page.fill("#api-key", "not-the-key")
+    page.click("#send")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.is_hidden("#result")
+    assert page.text_content("#transcript-text") == ""
+    assert page.evaluate("document.getElementById('player').getAttribute('src')") is None
 
 
 def test_page_shows_429_with_retry_after_in_japanese(open_page, engine, meeting_clip, monkeypatch):

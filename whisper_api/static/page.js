@@ -1,5 +1,6 @@
-// The test page: sends audio through the public transcription route, as any client does, and
-// shows the answer. No framework, no build step, nothing fetched from outside this server.
+// The test page: sends audio through the public transcription route with stream=true, as any
+// client may, and shows the text and segments as the server decodes them. No framework, no build
+// step, nothing fetched from outside this server.
 "use strict";
 
 const API_VERSION = "2024-06-01";
@@ -41,6 +42,7 @@ const LABELS = {
     seconds: "s",
     retryAfter: "Retry after",
     serverUnreachable: "The server did not answer",
+    streamCutShort: "The answer ended before the transcription was done",
     microphoneDenied: "The microphone is not available",
   },
   ja: {
@@ -77,6 +79,7 @@ const LABELS = {
     seconds: "秒",
     retryAfter: "再試行まで",
     serverUnreachable: "サーバーから応答がありません",
+    streamCutShort: "文字起こしが終わる前に応答が途切れました",
     microphoneDenied: "マイクを使えません",
   },
 };
@@ -183,6 +186,7 @@ function buildForm() {
   form.append("file", chosenAudio.blob, chosenAudio.name);
   const responseFormat = $("response-format").value;
   form.append("response_format", responseFormat);
+  form.append("stream", "true");
   if ($("task").value === "transcriptions" && $("language").value) form.append("language", $("language").value);
   if ($("prompt").value.trim()) form.append("prompt", $("prompt").value.trim());
   if (responseFormat === "verbose_json" && $("task").value === "transcriptions" && $("word-timestamps").checked) {
@@ -249,6 +253,7 @@ function watchProgress(requestId, started) {
 async function send(event) {
   event.preventDefault();
   showError("");
+  clearResult(); // a request that fails must not leave the previous one's text and audio below its error
   const key = $("api-key").value.trim();
   if (!key) { showError(labels.needKey); return; }
   if (!chosenAudio) { showError(labels.chooseFile); return; }
@@ -269,10 +274,18 @@ async function send(event) {
       showError(await errorMessage(response));
       return;
     }
-    const body = await response.text();
+    const view = new ResultView(responseFormat);
+    const failure = await readEvents(response, (streamed) => view.add(streamed));
+    if (failure) {
+      clearResult();
+      stop(labels.failed);
+      showError(failure);
+      return;
+    }
+    view.finish();
     stop(labels.done);
-    showResult(responseFormat, body);
   } catch (error) {
+    clearResult();
     stop(labels.failed);
     showError(`${labels.serverUnreachable}: ${error.message}`);
   } finally {
@@ -327,36 +340,111 @@ function baseName() {
   return (chosenAudio.name.replace(/\.[^.]*$/, "") || "audio").replace(/[\\/:*?"<>|]/g, "_");
 }
 
-function showResult(responseFormat, body) {
-  $("result").hidden = false;
-  $("raw").textContent = body;
-  const downloads = $("downloads");
-  downloads.replaceChildren();
-  segmentItems = [];
+// Server-sent events as they arrive: `data:` lines, blocks ended by a blank line, comments
+// (heartbeats) skipped. Returns the failure to show, or "" once `transcript.text.done` came.
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let finished = false;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
+    let boundary;
+    while ((boundary = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, boundary);
+      buffer = buffer.slice(boundary + 2);
+      const data = block.split("\n").filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, "")).join("\n");
+      if (!data) continue;
+      const streamed = JSON.parse(data);
+      if (streamed.type === "error") {
+        reader.cancel().catch(() => { /* already closed */ });
+        return `${streamed.error.code}: ${streamed.error.message}`;
+      }
+      onEvent(streamed);
+      if (streamed.type === "transcript.text.done") finished = true;
+    }
+  }
+  return finished ? "" : labels.streamCutShort;
+}
+
+function clearResult() {
+  $("result").hidden = true;
+  $("transcript-text").textContent = "";
+  $("raw").textContent = "";
+  $("downloads").replaceChildren();
   $("segments").replaceChildren();
+  $("segments-heading").hidden = true;
+  segmentItems = [];
+  const player = $("player");
+  player.removeAttribute("src");
+  player.load();
   if (audioUrl) URL.revokeObjectURL(audioUrl);
-  audioUrl = URL.createObjectURL(chosenAudio.blob);
-  $("player").src = audioUrl;
-  const name = baseName();
-  if (responseFormat === "json" || responseFormat === "verbose_json") {
-    const parsed = JSON.parse(body);
-    $("raw").textContent = JSON.stringify(parsed, null, 2);
-    $("transcript-text").textContent = parsed.text;
-    const segments = parsed.segments || [];
-    if (segments.length) {
-      showSegments(segments, parsed.words || []);
+  audioUrl = null;
+}
+
+// Subtitle text without numbers, timings or the WEBVTT header: one cue a line.
+function cueText(subtitles) {
+  return subtitles.split(/\n\n+/).map((block) => block.split("\n")
+    .filter((line) => line && line !== "WEBVTT" && !/^\d+$/.test(line) && !line.includes(" --> "))
+    .join(" ")).filter((text) => text).join("\n");
+}
+
+// One streamed answer on the page: text as its deltas come, each segment as it is final.
+class ResultView {
+  constructor(responseFormat) {
+    this.responseFormat = responseFormat;
+    this.subtitles = responseFormat === "srt" || responseFormat === "vtt";
+    this.text = "";
+    this.segments = [];
+    this.events = [];
+    this.done = null;
+    $("result").hidden = false;
+    audioUrl = URL.createObjectURL(chosenAudio.blob);
+    $("player").src = audioUrl;
+  }
+
+  add(streamed) {
+    this.events.push(streamed);
+    $("raw").textContent = this.events.map((item) => JSON.stringify(item)).join("\n");
+    if (streamed.type === "transcript.text.delta") {
+      this.text += streamed.delta;
+      $("transcript-text").textContent = this.subtitles ? cueText(this.text) : this.text.trimStart();
+    } else if (streamed.type === "transcript.text.segment") {
+      this.segments.push(streamed);
+      showSegments([streamed], streamed.words || []);
+      $("segments-heading").hidden = false;
+    } else if (streamed.type === "transcript.text.done") {
+      this.done = streamed;
+      $("transcript-text").textContent = this.subtitles ? cueText(streamed.text) : streamed.text;
+    }
+  }
+
+  finish() {
+    const downloads = $("downloads");
+    const name = baseName();
+    const text = this.done.text;
+    if (this.segments.length) {
       downloads.append(
-        downloadButton("srt", `${name}.srt`, "application/x-subrip;charset=utf-8", toSrt(segments)),
-        downloadButton("vtt", `${name}.vtt`, "text/vtt;charset=utf-8", toVtt(segments)),
+        downloadButton("srt", `${name}.srt`, "application/x-subrip;charset=utf-8", toSrt(this.segments)),
+        downloadButton("vtt", `${name}.vtt`, "text/vtt;charset=utf-8", toVtt(this.segments)),
       );
     }
-    downloads.append(downloadButton("json", `${name}.json`, "application/json;charset=utf-8", body));
-  } else {
-    $("transcript-text").textContent = responseFormat === "text" ? body : "";
-    const extension = responseFormat === "text" ? "txt" : responseFormat;
-    downloads.append(downloadButton(responseFormat, `${name}.${extension}`, "text/plain;charset=utf-8", body));
+    if (this.responseFormat === "json" || this.responseFormat === "verbose_json") {
+      const body = { text };
+      if (this.segments.length) body.segments = this.segments.map(({ id, start, end, text: segmentText }) =>
+        ({ id, start, end, text: segmentText }));
+      downloads.append(downloadButton("json", `${name}.json`, "application/json;charset=utf-8",
+        JSON.stringify(body, null, 2)));
+    } else {
+      const content = this.responseFormat === "text" ? `${text}\n` : text;
+      const extension = this.responseFormat === "text" ? "txt" : this.responseFormat;
+      downloads.append(downloadButton(this.responseFormat, `${name}.${extension}`, "text/plain;charset=utf-8", content));
+    }
+    $("segments-heading").hidden = segmentItems.length === 0;
   }
-  $("segments-heading").hidden = segmentItems.length === 0;
 }
 
 function showSegments(segments, words) {
