@@ -11,6 +11,7 @@ import torch
 from tests.support.speech import MEETING_SENTENCES, character_error_rate, concatenate, japanese_speech
 from whisper_api.inference.fallback import FallbackDecoder, QualityOptions
 from whisper_api.inference.model import SAMPLE_RATE, WINDOW_FRAMES
+from whisper_api.repetition import trim_repetition
 
 
 class Recording:
@@ -107,3 +108,20 @@ def test_text_that_passes_after_a_fallback_is_kept_where_the_model_heard_no_spee
     assert not fallback.is_silence(kept)
     unsure = replace(kept, avg_logprob=-1.5)
     assert fallback.is_silence(unsure)  # openai's rule itself still holds
+
+
+def test_a_loop_is_kept_once_and_closed_by_its_timestamp(engine):
+    tokenizer = engine.model.tokenizer
+    timestamp_begin = engine.model.tokens.timestamp_begin
+    phrase = tokenizer.encode("ありがとうございます。", add_special_tokens=False)
+    tokens = [timestamp_begin]
+    for index in range(10):
+        tokens += phrase + [timestamp_begin + 100 * (index + 1)] * 2
+    trimmed = trim_repetition(tokens, engine.model.tokens.end_of_text)
+    assert trimmed == [timestamp_begin, *phrase, timestamp_begin + 100]
+
+
+@pytest.mark.parametrize("text", ["はい、はい、はい。", "もしもし、聞こえますか。もしもし。", "ラララ、ラララ、ラララ。"])
+def test_ordinary_repetition_is_left_alone(engine, text):
+    tokens = engine.model.tokenizer.encode(text, add_special_tokens=False)
+    assert trim_repetition(tokens, engine.model.tokens.end_of_text) == tokens
