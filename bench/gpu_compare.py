@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from whisper_api.audio import SAMPLE_RATE
 from whisper_api.inference.chunks import plan_chunks
 from whisper_api.inference.decoder import Decoder, DecodingRequest
 from whisper_api.inference.fallback import FallbackDecoder, QualityOptions
@@ -36,7 +37,6 @@ from whisper_api.inference.model import TORCH_DTYPES, LoadedModel
 from whisper_api.inference.vad import SpeechDetector, VadOptions
 from whisper_api.transcript import TranscriptionJob
 
-SAMPLE_RATE = 16000
 # large-v3-turbo's dimensions (openai/whisper-large-v3-turbo config.json). The vocabulary stays
 # base's 51865 (turbo has 51866) so that both sides share base's tokenizer: one row of 51865.
 TURBO_DIMENSIONS = dict(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # the model's input rate: every module takes it from here
 SUPPORTED_FORMATS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
 
 

@@ -21,9 +21,8 @@ import numpy as np
 import soundfile
 import soxr
 
+from whisper_api.audio import SAMPLE_RATE
 from whisper_api.text_metrics import character_error_rate, word_error_rate  # noqa: F401 (tests import them from here)
-
-SAMPLE_RATE = 16000
 
 JAPANESE_SENTENCES: tuple[str, ...] = (
     "今日はいい天気ですね。",

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..audio import SAMPLE_RATE
 from .encoder import AudioEncoder
 
-SAMPLE_RATE = 16000
 HOP_LENGTH = 160
 N_FFT = 400
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames a second

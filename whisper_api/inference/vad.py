@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from ..audio import SAMPLE_RATE
+
 FRAME_SAMPLES = 512  # the model's frame at 16 kHz: 32 ms
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 CONTEXT_SAMPLES = 64  # each frame is fed with the previous frame's last 64 samples before it
