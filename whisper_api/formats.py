@@ -209,6 +209,9 @@ class SegmentEventWriter(EventWriter):
             }
             if self.options.include_words:
                 event["words"] = words_body(segment.words)
+            speaker = getattr(segment, "speaker", None)  # set once diarization labels segments
+            if speaker is not None:
+                event["speaker"] = speaker
             events.append(event)
         return events
 
