@@ -28,6 +28,7 @@ from tests.support.long_form_scoring import SENTENCE_CER_LIMIT, ClipScore, score
 from tests.support.speech import MEETING_SENTENCES, character_error_rate, concatenate, japanese_speech
 from whisper_api.config import ModelSettings
 from whisper_api.engine import Engine, resolve_strategy
+from whisper_api.inference.long_form import VadStrategy
 from whisper_api.inference.segments import renumbered
 from whisper_api.transcript import Segment, Transcript, TranscriptionJob
 
@@ -210,3 +211,13 @@ def test_the_first_sentence_after_a_40_second_silence_is_found(clips, transcript
     first_after = next(s for s in clip.sentences if s.start >= silence.end)
     error = sentence_error(first_after, transcripts("silence_noise_and_tones").segments)
     assert error < SENTENCE_CER_LIMIT, (first_after.text, error)
+
+
+@pytest.mark.parametrize(("chunks", "batch_size", "sizes"), [
+    (20, 8, [1, 8, 8, 3]), (9, 8, [1, 8]), (8, 8, [8]), (3, 8, [3]), (0, 8, []), (5, 1, [1, 1, 1, 1, 1]),
+])
+def test_a_long_job_decodes_one_chunk_first_then_whole_batches(chunks, batch_size, sizes):
+    """Its first text comes after one chunk's decoding, streamed or not (so both say the same)."""
+    batches = VadStrategy(None, batch_size).batches(list(range(chunks)))
+    assert [len(batch) for batch in batches] == sizes
+    assert [chunk for batch in batches for chunk in batch] == list(range(chunks))

@@ -42,6 +42,10 @@ CONFIDENT_SPEECH = 0.8
 ONSET_LEAD_SECONDS = 0.5
 # The sequential loop forgets the previous text across a pause this long.
 STALE_CONTEXT_SECONDS = 10.0
+# A job with more chunks than one batch decodes this many first, on their own: their text
+# (streamed, or in the progress) comes after one chunk's decoding instead of a whole batch's.
+# Streamed or not, a job is batched the same way, so both give the same text.
+FIRST_BATCH_CHUNKS = 1
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,19 @@ class ClipDecoding:
 class VadStrategy:
     name = "vad"
 
-    def __init__(self, clip: ClipDecoding, batch_size: int, cover_speech: bool = True) -> None:
+    def __init__(self, clip: ClipDecoding, batch_size: int, cover_speech: bool = True,
+                 first_batch_chunks: int = FIRST_BATCH_CHUNKS) -> None:
         self.clip = clip
         self.batch_size = batch_size
         self.cover_speech = cover_speech  # off only in benchmarks of fixed work on random weights
+        self.first_batch_chunks = first_batch_chunks
+
+    def batches(self, chunks: list[Chunk]) -> list[list[Chunk]]:
+        """The chunks in order, `batch_size` at a time, after a first small batch when there is
+        more than one batch."""
+        first = min(self.first_batch_chunks, self.batch_size) if len(chunks) > self.batch_size else 0
+        batches = [chunks[:first]] if first else []
+        return batches + [chunks[start : start + self.batch_size] for start in range(first, len(chunks), self.batch_size)]
 
     def transcribe(self, job: TranscriptionJob) -> tuple[str, list[Segment]]:
         probabilities, regions, options = self.clip.speech(job)
@@ -125,8 +138,8 @@ class VadStrategy:
         progress(0, len(chunks))
         passes = ChunkPasses(self.clip, job, self.clip.prompt_tokens(job), torch.Generator().manual_seed(SAMPLING_SEED))
         segments: list[Segment] = []
-        for first in range(0, len(chunks), self.batch_size):
-            batch = chunks[first : first + self.batch_size]
+        decoded = 0
+        for batch in self.batches(chunks):
             if self.cover_speech:
                 texts = passes.covered(batch, probabilities)
             else:
@@ -139,7 +152,8 @@ class VadStrategy:
                     previous_end = segments[-1].end if segments else 0.0
                     segments.append(renumbered(segment, len(segments), job.duration, previous_end))
             finished(segments[done_before:])
-            progress(min(first + len(batch), len(chunks)), len(chunks))
+            decoded += len(batch)
+            progress(decoded, len(chunks))
         return passes.language or "en", segments
 
 
