@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from transformers import WhisperTokenizer
 
-from whisper_api.alignment import fit_words_to_segment, group_words, median_word_duration
+from whisper_api.inference.timing import fit_words_to_segment, group_words, median_word_duration
 from whisper_api.inference.segments import renumbered
 from whisper_api.transcript import Segment, Word
 

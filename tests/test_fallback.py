@@ -11,7 +11,7 @@ import torch
 from tests.support.speech import MEETING_SENTENCES, character_error_rate, concatenate, japanese_speech
 from whisper_api.inference.fallback import FallbackDecoder, QualityOptions
 from whisper_api.inference.model import SAMPLE_RATE, WINDOW_FRAMES
-from whisper_api.repetition import trim_repetition
+from whisper_api.inference.repetition import trim_repetition
 
 
 class Recording:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from whisper_api.inference.rows import LiveRows
-from whisper_api.repetition import loops_at_the_end
+from whisper_api.inference.repetition import loops_at_the_end
 
 END_OF_TEXT, TIMESTAMP_BEGIN = 50257, 50364
 

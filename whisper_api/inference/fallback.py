@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..repetition import trim_repetition
+from .repetition import trim_repetition
 from .decoder import Decoded, Decoder, DecodingRequest
 
 

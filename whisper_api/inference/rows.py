@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..repetition import loops_at_the_end
+from .repetition import loops_at_the_end
 
 LOOP_CHECK_STEPS = 16
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..alignment import cut_long_words_at_sentence_ends, fit_words_to_segment, group_words, median_word_duration
+from .timing import cut_long_words_at_sentence_ends, fit_words_to_segment, group_words, median_word_duration
 from ..transcript import Segment, Word
 from .decoder import Decoded
 from .model import LoadedModel, TIME_PRECISION

@@ -8,7 +8,7 @@ import string
 import unicodedata
 from dataclasses import replace
 
-from .transcript import Word
+from ..transcript import Word
 
 # Scripts written without spaces: a "word" is the shortest run of tokens that decodes to whole
 # characters, so a multi-byte character (most kanji and kana) is never split across words.
