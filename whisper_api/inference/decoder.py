@@ -22,7 +22,7 @@ from .forward import Cache, TextDecoder
 from .model import LoadedModel
 from .rules import DecodingRules, NEGATIVE_INFINITY, TimestampState
 from .rows import LOOP_CHECK_STEPS, LiveRows
-from .words import token_times
+from .timing import token_times
 
 MAX_NEW_TOKENS = 224  # half the decoder's context, as openai/whisper
 MAX_CAPTURED_BATCH_SIZES = 2
