@@ -2,7 +2,7 @@
 
 First the checker itself on small hand-made tensor code: each rule fires, clean code passes. Then
 the real model, loaded on the DirectML stand-in's device, under the checker through each long-form
-strategy, word timestamps, a prompt, a temperature fallback and beam search. Each (path, rule)
+strategy, word timestamps, logprobs, a prompt, a temperature fallback and beam search. Each (path, rule)
 pair is its own test, so a decoder change shows exactly which rule it fixed or broke.
 """
 
@@ -124,6 +124,7 @@ LONG_FORM_STRATEGIES = tuple(strategy for strategy in STRATEGIES if strategy != 
 REQUEST_PATHS = {
     **{f"long-form {strategy}": RequestPath({"strategy": strategy}, long_audio=True) for strategy in LONG_FORM_STRATEGIES},
     "word timestamps": RequestPath(job={"word_timestamps": True}),
+    "logprobs": RequestPath(job={"logprobs": True}),  # include[]=logprobs: one more teacher-forced pass
     "prompt": RequestPath(job={"prompt": "会議の記録です。"}),
     "sampling": RequestPath(job={"temperature": 0.4}),  # a temperature above 0 samples
     # thresholds no text meets: every temperature of the schedule is tried, 0.0 to 1.0
