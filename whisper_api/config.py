@@ -12,7 +12,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "whisper
 CONFIG_ENV_VARIABLE = "WHISPER_API_CONFIG"
 
 DEVICES = ("auto", "directml", "cuda", "cpu")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 STRATEGIES = ("auto", "vad", "sequential")
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")

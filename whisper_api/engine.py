@@ -103,7 +103,8 @@ class Engine:
             log.warning("this CPU has no bfloat16 instructions: dtype = bfloat16 runs slower than float32 here")
         started = time.perf_counter()
         path = resolve_model_path(settings.name)
-        model = LoadedModel.load(path, device.device, TORCH_DTYPES[settings.dtype], settings.attention)
+        model = LoadedModel.load(path, device.device, TORCH_DTYPES[settings.dtype], settings.attention,
+                                 int8_weights=settings.dtype == "int8")
         engine = cls(settings, device, model, time.perf_counter() - started, max_queue)
         log.info("model %s loaded on %s (%s) in %.1f s", settings.name, device.kind, settings.dtype,
                  engine.info.load_seconds)
