@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import attention_function
-from .quantization import Projection, projection, qkv_projection
+from .quantization import Projection, projection, qkv_projection, vocabulary_projection
 
 
 @dataclass
@@ -115,8 +115,8 @@ class TextDecoder:
         self.heads = config.decoder_attention_heads
         self.head_width = self.width // self.heads
         self.embed_scale = (self.width**0.5) if config.scale_embedding else 1.0
+        self.output = vocabulary_projection(model)  # first: on CUDA it re-points the (tied) embedding
         self.token_embedding = decoder.embed_tokens.weight.data
-        self.output = projection(model.proj_out)
         self.positions = decoder.embed_positions.weight.data
         self.final_norm = _norm(decoder.layer_norm)
         self.layers = [self._layer(layer) for layer in decoder.layers]
