@@ -193,14 +193,20 @@ def totals(runs: list[Run], clips: list[LongFormClip]) -> str:
 
 def long_form_table(model: str, peer_model: Path | None, clip_names: list[str] | None = None,
                     strategies: list[str] | None = None, dtype: str = "float32", material: str = "tuned",
-                    short_repeats: int = 3) -> str:
+                    short_repeats: int = 3, peer_modes: list[str] | None = None,
+                    sequential_on_long: bool = True) -> str:
     registry = {**CLIPS, **HELD_OUT} if material == "all" or clip_names else MATERIAL[material]
     clips = [registry[name]() for name in (clip_names or registry)]
     runs: list[Run] = []
+    short = [clip for clip in clips if clip.duration <= SHORT_SECONDS]
     with tempfile.TemporaryDirectory() as folder:
-        for mode in PEER_MODES:
-            print(f"running {PEER_MODES[mode]} ...", flush=True)
-            runs += run_peer(mode, clips, peer_model, Path(folder), dtype, short_repeats)
+        for mode in peer_modes or PEER_MODES:
+            # faster-whisper's sequential mode is the short clips' baseline; on long clips it
+            # is the slowest of all (minutes for the lecture on two cores): only when asked
+            chosen = short if mode == "sequential" and not sequential_on_long else clips
+            if chosen:
+                print(f"running {PEER_MODES[mode]} ...", flush=True)
+                runs += run_peer(mode, chosen, peer_model, Path(folder), dtype, short_repeats)
     for strategy in strategies or our_strategies():
         runs += run_ours(model, strategy, clips, dtype, short_repeats)
     header = [
@@ -223,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--material", choices=[*MATERIAL, "all"], default="tuned")
     parser.add_argument("--dtype", choices=list(COMPUTE_TYPES), default="float32")
     parser.add_argument("--short-repeats", type=int, default=3)
+    parser.add_argument("--peer-modes", nargs="+", choices=list(PEER_MODES))
+    parser.add_argument("--sequential-short-only", action="store_true",
+                        help="faster-whisper sequential on the short clips only (their baseline)")
     parser.add_argument("--strategies", nargs="+", choices=our_strategies())
     parser.add_argument("--output", type=Path)
     arguments = parser.parse_args(argv)
@@ -231,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
 
         arguments.model = str(ensure_whisper_base())
     text = long_form_table(arguments.model, arguments.peer_model, arguments.clips, arguments.strategies,
-                           arguments.dtype, arguments.material, arguments.short_repeats)
+                           arguments.dtype, arguments.material, arguments.short_repeats, arguments.peer_modes,
+                           not arguments.sequential_short_only)
     write_report(text, arguments.output, "long-form")
     return 0
 

@@ -73,3 +73,17 @@ def test_auto_is_float32_where_torch_has_no_quantized_engine(monkeypatch):
     monkeypatch.setattr(devices, "int8_is_supported", lambda: False)
     assert devices.resolve_dtype("auto", "cpu") == "float32"
     assert "no quantized CPU engine" in devices.dtype_problem("cpu", "int8")
+
+
+def test_doctor_says_what_directml_does_with_int8_and_that_it_is_refused(tmp_path, capsys, monkeypatch, model_dir):
+    from whisper_api.__main__ import main
+
+    use_directml_double(monkeypatch, "working")
+    config = tmp_path / "doctor.ini"
+    config.write_text(f"[model]\nname = {model_dir}\ndevice = directml\ndtype = int8\n[deployment:whisper]\n",
+                      encoding="utf-8")
+    exit_code = main(["doctor", "--config", str(config)])
+    output = capsys.readouterr().out
+    assert exit_code == 1
+    assert "int8 projection on directml:" in output and "the server refuses dtype = int8 there" in output
+    assert "set [model] dtype = float32 (or float16), or device = cpu" in output
