@@ -26,7 +26,8 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     from .engine import Engine
     from .errors import register_error_handlers
     from .progress import ProgressBoard
-    from .routes import blueprint
+    from .routes import blueprint, refuse_remote_clients_without_keys, refuse_while_shutting_down
+    from .shutdown import ShutdownState
 
     if settings is None:
         settings = load_settings(config_path_from_environment())
@@ -39,8 +40,12 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     app.extensions["whisper_api.settings"] = settings
     app.extensions["whisper_api.engine"] = engine
     app.extensions["whisper_api.progress"] = ProgressBoard()
+    app.extensions["whisper_api.shutdown"] = ShutdownState(settings.server.shutdown_grace_seconds)
     access_log.init_app(app)
     metrics.init_app(app, engine)
+    # after the request id and timers are set, so that refusals are logged and counted too
+    app.before_request(refuse_remote_clients_without_keys)
+    app.before_request(refuse_while_shutting_down)
     register_error_handlers(app)
     app.register_blueprint(blueprint)
     app.register_blueprint(page.blueprint)
