@@ -24,7 +24,7 @@ RECENT_WEIGHT = 0.5
 MIN_JOB_AUDIO_SECONDS = 2.0
 
 
-@dataclass
+@dataclass(eq=False)  # each entry is its own job, however alike two jobs are
 class BacklogEntry:
     audio_seconds: float
     started: float | None = None  # time.monotonic() when the job began on the model
