@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     """
     from flask import Flask
 
-    from . import access_log, metrics, page
+    from . import access_log, memory, metrics, page
     from .engine import Engine
     from .errors import register_error_handlers
     from .progress import ProgressBoard
@@ -48,5 +48,6 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     app.before_request(refuse_while_shutting_down)
     register_error_handlers(app)
     app.register_blueprint(blueprint)
+    memory.init_app(app)
     app.register_blueprint(page.blueprint)
     return app

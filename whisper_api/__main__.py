@@ -70,9 +70,10 @@ def announce_exposure(settings: Settings) -> None:
 def serve(settings: Settings) -> int:
     """Bind the port first (a busy port is reported before the model loads for minutes), load the
     model, serve until a stop signal, and stop gracefully (whisper_api/server.py)."""
-    from . import create_app, stop_signals
+    from . import create_app, memory, stop_signals
     from .server import GracefulServer, attach_app, create_server
 
+    memory.configure_allocator()
     server = create_server(None, settings.server)
     try:
         app = create_app(settings)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.datastructures import FileStorage, MultiDict
 
-from . import access_log, formats
+from . import access_log, formats, memory
 from .metrics import metrics
 from .audio import SUPPORTED_FORMATS, AudioDecodeError, AudioTooLong, decode
 from .config import RESPONSE_FORMATS, DeploymentSettings, Settings
@@ -161,6 +161,7 @@ def transcribe_with_progress(job: TranscriptionJob, deployment: DeploymentSettin
     if board.is_active(g.request_id):  # a client reused the id of a job still running: keep them apart
         g.request_id = str(uuid.uuid4())
     cancellation = job_cancellation()
+    memory.note_job()
     succeeded = False
     try:
         with shutdown_state().job(cancellation):
