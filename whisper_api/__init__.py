@@ -35,6 +35,9 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
         engine = Engine.load(settings.model, settings.server.max_queue)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_upload_bytes
+    # Werkzeug answers 413 for any text field over 500 kB; the body limit bounds fields already,
+    # and the routes answer an oversized field with a 400 that names it
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.server.max_upload_bytes
     app.json.ensure_ascii = False  # Japanese text stays readable in the body, as the hosted service sends it
     app.json.sort_keys = False
     app.extensions["whisper_api.settings"] = settings

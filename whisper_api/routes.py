@@ -40,6 +40,8 @@ TRANSLATE = "translate"
 GRANULARITIES = {"segment", "word"}
 API_VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 MAX_PROMPT_CHARACTERS = 4000
+# Every other text field holds a name, a code or a number.
+MAX_FIELD_CHARACTERS = 1000
 
 
 def settings() -> Settings:
@@ -143,6 +145,7 @@ def serve_audio(
 ) -> Response:
     authenticate()
     check_api_version(required=api_version_required)
+    check_field_lengths(request.form)
     deployment = resolve_deployment()
     access_log.note(deployment=deployment.name)
     form = request.form
@@ -287,6 +290,14 @@ def deployment_from_model_field(openai_style: bool) -> DeploymentSettings:
     return deployment
 
 
+def check_field_lengths(form: MultiDict) -> None:
+    """An oversized text field is a 400 naming it, whichever field it is."""
+    for name, value in form.items(multi=True):
+        limit = MAX_PROMPT_CHARACTERS if name == "prompt" else MAX_FIELD_CHARACTERS
+        if len(value) > limit:
+            raise invalid_field(name[:100], f"The '{name[:100]}' field is too long: at most {limit} characters.")
+
+
 def read_granularities(form: MultiDict, response_format: str, task: str) -> set[str]:
     """timestamp_granularities[] (the SDKs repeat the bracketed name): segment and/or word."""
     values = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
@@ -349,9 +360,7 @@ def read_temperature(form: MultiDict, deployment: DeploymentSettings) -> float:
 
 
 def read_prompt(form: MultiDict, deployment: DeploymentSettings) -> str | None:
-    value = form.get("prompt", "")
-    if len(value) > MAX_PROMPT_CHARACTERS:
-        raise invalid_field("prompt", f"The prompt is too long: at most {MAX_PROMPT_CHARACTERS} characters.")
+    value = form.get("prompt", "")  # its length is checked with every field's (check_field_lengths)
     if "\ufffd" in value:  # the form parser replaces bytes that are not UTF-8
         raise invalid_field("prompt", "The prompt is not valid UTF-8 text.")
     return value.strip() or deployment.prompt

@@ -56,7 +56,8 @@ class EnvelopeErrorTask(ErrorTask):
         path = getattr(self.request, "path", None) or "-"
         seconds = time.time() - self.start_time if self.start_time else 0.0
         access_log.write_line(request_id, method, path, status, seconds, refused_by="waitress")
-        app = getattr(self.channel.server, "application", None)
+        slot = getattr(self.channel.server, "app_slot", None)
+        app = slot.app if slot is not None else None
         extensions = getattr(app, "extensions", {})
         if "whisper_api.metrics" in extensions:
             extensions["whisper_api.metrics"].observe_request(route_of(app, path, method), method, "", status, seconds)
@@ -70,10 +71,18 @@ class CannotListen(OSError):
     """The configured address cannot be bound (the port is taken, or not ours to use)."""
 
 
-def not_ready(environ, start_response):
-    """The application until the model is loaded (nothing is served before it is attached)."""
-    start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Retry-After", "10")])
-    return [b"loading the model"]
+class AppSlot:
+    """The WSGI application Waitress calls: the app once attached (the port is bound before the
+    model loads), a 503 until then."""
+
+    def __init__(self, app: Flask | None) -> None:
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if self.app is None:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Retry-After", "10")])
+            return [b"loading the model"]
+        return self.app(environ, start_response)
 
 
 def create_server(app: Flask | None, settings: ServerSettings, host: str | None = None, port: int | None = None):
@@ -89,8 +98,9 @@ def create_server(app: Flask | None, settings: ServerSettings, host: str | None 
         )
     host = settings.host if host is None else host
     port = settings.port if port is None else port
+    slot = AppSlot(app)
     try:
-        server = _create_waitress_server(app, settings, host, port)
+        server = _create_waitress_server(slot, settings, host, port)
     except OSError as error:
         raise CannotListen(
             f"cannot listen on {host}:{port} ({error.strerror or error}): another program (or another whisper-api) "
@@ -98,12 +108,13 @@ def create_server(app: Flask | None, settings: ServerSettings, host: str | None 
             f"[server] port"
         ) from None
     server.channel_class = EnvelopeChannel
+    server.app_slot = slot
     return server
 
 
-def _create_waitress_server(app: Flask | None, settings: ServerSettings, host: str, port: int):
+def _create_waitress_server(slot: AppSlot, settings: ServerSettings, host: str, port: int):
     return waitress.create_server(
-        app if app is not None else not_ready,
+        slot,
         host=host,
         port=port,
         threads=settings.threads,
@@ -122,7 +133,7 @@ def _create_waitress_server(app: Flask | None, settings: ServerSettings, host: s
 
 
 def attach_app(server, app: Flask) -> None:
-    server.application = app
+    server.app_slot.app = app
 
 
 # The serving loop wakes this often to see whether a shutdown has finished.
