@@ -124,8 +124,8 @@ class Engine:
             with self.queue.turn(cancellation.is_cancelled if cancellation is not None else None):
                 if cancellation is not None:
                     cancellation.running = True
-                if job.on_progress is not None:
-                    job.on_progress(0, 0)
+                if job.on_start is not None:
+                    job.on_start()
                 yield
         except Cancelled:  # only the wait raises it: the decoding loop raises JobCancelled itself
             raise JobCancelled((cancellation and cancellation.reason) or CLIENT_DISCONNECTED) from None

@@ -96,6 +96,14 @@ class ProgressBoard:
             self._forget_old()
         return lambda done, total: self.report(request_id, done, total)
 
+    def mark_running(self, request_id: str) -> None:
+        """The job holds the model from now (its first report comes after speech detection)."""
+        with self._lock:
+            job = self._jobs.get(request_id)
+            if job is not None and job.finished is None and job.started is None:
+                job.started = time.monotonic()
+                job.status = RUNNING
+
     def report(self, request_id: str, done: int, total: int) -> None:
         with self._lock:
             job = self._jobs.get(request_id)

@@ -168,9 +168,12 @@ def transcribe_with_progress(job: TranscriptionJob, deployment: DeploymentSettin
     succeeded = False
     try:
         with shutdown_state().job(cancellation):
-            reporter = board.start(g.request_id, deployment.name, job.duration)
+            request_id = g.request_id
+            reporter = board.start(request_id, deployment.name, job.duration)
             try:
-                transcript = engine().transcribe(replace(job, on_progress=reporter, cancellation=cancellation))
+                transcript = engine().transcribe(replace(
+                    job, on_progress=reporter, on_start=lambda: board.mark_running(request_id),
+                    cancellation=cancellation))
                 succeeded = True
             finally:
                 record = board.finish(g.request_id, succeeded)
