@@ -223,3 +223,28 @@ def progress_status(url: str, request_id: str) -> str | None:
 def progress_units(url: str, request_id: str) -> tuple[int, int]:
     body = requests.get(f"{url}/v1/jobs/{request_id}", headers={"api-key": API_KEY}, timeout=10).json()
     return body["units_done"], body["units_total"]
+
+
+def test_retry_after_prices_what_is_queued_not_the_last_long_job(model_settings, engine, minutes_of_speech):
+    """After a long file, a burst of short clips is refused with a Retry-After within 2x of the
+    time the queue really takes to empty (it was priced from old jobs before)."""
+    burst_engine = engine.with_settings(max_queue=3)
+    app = create_app(make_settings(model_settings, max_queue=3), engine=burst_engine)
+    clip = encode(concatenate(*[japanese_speech(sentence) for sentence in MEETING_SENTENCES[:5]],
+                              gap_seconds=0.5)[0], "flac")
+    with serve_in_thread(app) as url:
+        assert post(url, minutes_of_speech).status_code == 200  # the long job the old estimate remembered
+        burst = [in_background(post, url, clip)]
+        poll(burst_engine.queue.busy)
+        for waiting in range(1, 4):
+            burst.append(in_background(post, url, clip))
+            poll(lambda: burst_engine.queue.waiting == waiting)
+        refused = post(url, clip)
+        refused_at = time.monotonic()
+        assert refused.status_code == 429
+        advertised = int(refused.headers["Retry-After"])
+        for thread, _ in burst:
+            thread.join(timeout=300)
+        real_wait = time.monotonic() - refused_at
+    assert all(result[0].status_code == 200 for _, result in burst)
+    assert real_wait / 2 <= advertised <= max(2 * real_wait, 2), (advertised, real_wait)
