@@ -29,9 +29,8 @@ def _trim():
             trim.argtypes = [ctypes.c_size_t]
             trim.restype = ctypes.c_int
             return lambda: trim(0)
-        if sys.platform == "win32":
-            heapmin = ctypes.cdll.msvcrt._heapmin
-            return heapmin
+        if sys.platform == "win32":  # the Universal CRT's heap, which CPython and its wheels use
+            return ctypes.cdll.ucrtbase._heapmin
     except (OSError, AttributeError):  # musl and other C libraries have no malloc_trim
         log.debug("no allocator trim on this platform: freed memory stays with the process until reused")
     return None

@@ -30,6 +30,8 @@ def install(on_stop: Callable[[str], None], finished: threading.Event) -> Callab
         if number is None:
             continue
         try:
+            if signal.getsignal(number) is signal.SIG_IGN:
+                continue  # ignored on purpose (SIGHUP under nohup): keep it so
             previous[number] = signal.signal(number, lambda received, frame: on_stop(signal.Signals(received).name))
         except (OSError, ValueError):  # not the main thread, or not a signal this platform can catch
             continue
