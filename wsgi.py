@@ -1,4 +1,5 @@
-"""WSGI entry point: `waitress-serve --listen=127.0.0.1:8000 wsgi:app` (settings from $WHISPER_API_CONFIG or conf/whisper_api.ini; pass the INI's host and port in --listen)."""
+"""WSGI entry point: `waitress-serve --listen=127.0.0.1:8000 wsgi:app` (--listen from the INI's host and port;
+settings from $WHISPER_API_CONFIG or conf/whisper_api.ini)."""
 
 from whisper_api import create_app
 from whisper_api.memory import configure_allocator
