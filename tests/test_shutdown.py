@@ -15,7 +15,7 @@ import requests
 from tests.support.server_process import API_KEY, job_status, poll, server_process
 from tests.support.speech import MEETING_SENTENCES, JAPANESE_SENTENCES, concatenate, encode, japanese_speech
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals (Windows: console events)")
+posix_signals = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals (Windows: console events below)")
 
 ABORT_MESSAGES = ("terminate called", "Traceback", "thread(s) still running", "Fatal Python error")
 
@@ -61,6 +61,7 @@ def assert_unavailable(response) -> None:
     assert error["code"] == "ServiceUnavailable" and "shutting down" in error["message"]
 
 
+@posix_signals
 def test_ctrl_c_lets_the_running_job_finish_and_answers_the_queued_one_503_at_once(tmp_path, model_dir, long_speech,
                                                                                  short_speech):
     with server_process(tmp_path, model_dir, server="max_queue = 2\nshutdown_grace_seconds = 120\n") as server:
@@ -88,6 +89,7 @@ def test_ctrl_c_lets_the_running_job_finish_and_answers_the_queued_one_503_at_on
     assert not any(message in output for message in ABORT_MESSAGES), output[-3000:]
 
 
+@posix_signals
 def test_sigterm_cancels_the_running_job_after_the_grace_period_and_answers_503(tmp_path, model_dir, long_speech):
     with server_process(tmp_path, model_dir, server="shutdown_grace_seconds = 1\n") as server:
         running, running_result = in_background(post_with_id, server, long_speech, "graceless-job-01")
@@ -105,6 +107,7 @@ def test_sigterm_cancels_the_running_job_after_the_grace_period_and_answers_503(
     assert not any(message in output for message in ABORT_MESSAGES), output[-3000:]
 
 
+@posix_signals
 def test_a_second_ctrl_c_stops_at_once_and_still_cleanly(tmp_path, model_dir, long_speech):
     with server_process(tmp_path, model_dir, server="shutdown_grace_seconds = 600\n") as server:
         running, running_result = in_background(post_with_id, server, long_speech, "impatient-job-01")
@@ -122,8 +125,23 @@ def test_a_second_ctrl_c_stops_at_once_and_still_cleanly(tmp_path, model_dir, lo
     assert not any(message in output for message in ABORT_MESSAGES), output[-3000:]
 
 
+@posix_signals
 def test_ctrl_c_on_an_idle_server_exits_0_with_a_log_line(tmp_path, model_dir):
     with server_process(tmp_path, model_dir) as server:
         server.signal(signal.SIGINT)
         assert server.wait(timeout=30) == 0
     assert "SIGINT: shutting down" in server.output and "server stopped" in server.output
+
+
+@pytest.mark.skipif(sys.platform != "win32", reason="Windows console events")
+def test_ctrl_break_on_windows_stops_gracefully(tmp_path, model_dir, long_speech):
+    """Ctrl+Break (SIGBREAK in Python) is a stop request like Ctrl+C; the running job finishes."""
+    with server_process(tmp_path, model_dir, server="shutdown_grace_seconds = 120\n") as server:
+        running, running_result = in_background(post_with_id, server, long_speech, "windows-break-01")
+        poll(lambda: job_status(server, "windows-break-01") == "running")
+        server.signal(signal.CTRL_BREAK_EVENT)
+        running.join(timeout=300)
+        assert running_result[0].status_code == 200, running_result[0]
+        assert server.wait(timeout=60) == 0
+    assert "SIGBREAK: shutting down" in server.output
+    assert not any(message in server.output for message in ABORT_MESSAGES), server.output[-3000:]

@@ -52,6 +52,8 @@ class ServerProcess:
             [sys.executable, "-m", "whisper_api", "--config", str(config)],
             cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
             env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"},
+            # Windows: its own console process group, so that CTRL_BREAK_EVENT reaches it alone
+            creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
