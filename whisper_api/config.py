@@ -34,6 +34,8 @@ class ServerSettings:
     channel_timeout_seconds: int = 120
     connection_limit: int = 100
     require_api_version: bool = True
+    # on Ctrl+C/SIGTERM the running job may finish within this many seconds, then it is cancelled
+    shutdown_grace_seconds: float = 30.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -134,6 +136,9 @@ class _SettingsReader:
             ),
             connection_limit=self.number("server", "connection_limit", int, ServerSettings.connection_limit, 1, 100000),
             require_api_version=self.boolean("server", "require_api_version", ServerSettings.require_api_version),
+            shutdown_grace_seconds=self.number(
+                "server", "shutdown_grace_seconds", float, ServerSettings.shutdown_grace_seconds, 0, 3600
+            ),
         )
         keys = self.text("auth", "api_keys", "")
         auth = AuthSettings(api_keys=tuple(key.strip() for key in keys.split(",") if key.strip()))
