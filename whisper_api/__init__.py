@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     """
     from flask import Flask
 
-    from . import access_log, metrics, page
+    from . import access_log, metrics, page, speakers
     from .engine import Engine
     from .errors import register_error_handlers
     from .progress import ProgressBoard
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     app.extensions["whisper_api.progress"] = ProgressBoard()
     access_log.init_app(app)
     metrics.init_app(app, engine)
+    speakers.init_app(app, settings.diarization)
     register_error_handlers(app)
     app.register_blueprint(blueprint)
     app.register_blueprint(page.blueprint)

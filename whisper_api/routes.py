@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any, Callable
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.datastructures import FileStorage, MultiDict
 
-from . import access_log, formats
+from . import access_log, formats, known_speakers, speakers
 from .metrics import metrics
 from .audio import SUPPORTED_FORMATS, AudioDecodeError, AudioTooLong, decode
 from .config import RESPONSE_FORMATS, DeploymentSettings, Settings
 from .errors import ApiError, deployment_not_found, invalid_field, too_many_requests, unauthorized
 from .languages import UnsupportedLanguage, normalize_language
 from .model_queue import Cancelled, QueueFull
-from .progress import ProgressBoard
+from .progress import DIARIZING, ProgressBoard
 from .transcript import Transcript, TranscriptionJob
 
 if TYPE_CHECKING:  # routes never import torch; the engine arrives through the app
@@ -133,9 +133,15 @@ def serve_audio(
     deployment = resolve_deployment()
     access_log.note(deployment=deployment.name)
     form = request.form
-    response_format = read_response_format(form)
+    response_format = read_response_format(form, task)
     granularities = read_granularities(form, response_format, task)
-    job = build_job(form, read_upload(), deployment, task, word_timestamps="word" in granularities)
+    diarize = read_diarize(form, response_format, deployment)
+    # speakers change inside a segment where its words say so
+    word_timestamps = "word" in granularities or (diarize and task == TRANSCRIBE)
+    job = build_job(form, read_upload(), deployment, task, word_timestamps=word_timestamps)
+    if diarize:
+        job = replace(job, diarize=True, known_speakers=known_speakers.read_known_speakers(form))
+        speakers.speaker_model().get()  # a missing speaker model answers before the transcription runs
     access_log.note(audio_seconds=round(job.duration, 2))
     transcript = transcribe_with_progress(job, deployment)
     return render(transcript, response_format, include_segments=not granularities or "segment" in granularities)
@@ -152,6 +158,10 @@ def transcribe_with_progress(job: TranscriptionJob, deployment: DeploymentSettin
         transcript = engine().transcribe(
             replace(job, on_progress=reporter), cancelled=request.environ.get("waitress.client_disconnected")
         )
+        if job.diarize:
+            board.set_stage(g.request_id, DIARIZING)
+            transcript, seconds = speakers.label_speakers(transcript, job)
+            metrics().observe_diarization(deployment.name, seconds)
         succeeded = True
     except UnsupportedLanguage as error:
         raise invalid_field("language", f"The model does not support language {error}.") from None
@@ -251,13 +261,27 @@ def read_upload() -> FileStorage:
     return uploads[0]
 
 
-def read_response_format(form: MultiDict) -> str:
+def read_response_format(form: MultiDict, task: str = TRANSCRIBE) -> str:
     value = form.get("response_format", "json").strip() or "json"
     if value not in RESPONSE_FORMATS:
         raise invalid_field(
             "response_format", f"Invalid response_format {value[:40]!r}: use one of {', '.join(RESPONSE_FORMATS)}."
         )
+    if value == "diarized_json" and task != TRANSCRIBE:
+        raise invalid_field("response_format", "response_format 'diarized_json' is for transcriptions, not translations.")
     return value
+
+
+def read_diarize(form: MultiDict, response_format: str, deployment: DeploymentSettings) -> bool:
+    """diarized_json always names speakers; srt and vtt do on a deployment with `diarize = true`."""
+    diarize = response_format == "diarized_json" or (deployment.diarize and response_format in ("srt", "vtt"))
+    if known_speakers.sent(form) and not diarize:
+        raise invalid_field(
+            known_speakers.NAMES,
+            "known_speaker_names[] and known_speaker_references[] need response_format 'diarized_json' "
+            "(or srt/vtt on a deployment with diarize = true).",
+        )
+    return diarize
 
 
 def read_language(form: MultiDict, deployment: DeploymentSettings) -> str | None:
