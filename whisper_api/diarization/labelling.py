@@ -6,9 +6,13 @@ where); speakers get names in order of first appearance: a known speaker's name,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ..transcript import Segment, Word
+
+
+BRIDGE_SECONDS = 1.0  # a breath or a comma inside one speaker's talk, not a change of speaker
 
 
 @dataclass(frozen=True)
@@ -21,26 +25,39 @@ class Turn:
 
 
 def turns_from_windows(
-    regions: list[tuple[float, float]], windows: list[tuple[float, float]], labels: list[int]
+    regions: list[tuple[float, float]],
+    windows: list[tuple[float, float]],
+    labels: list[int],
+    quietest: Callable[[float, float], float | None] = lambda start, end: None,
 ) -> list[Turn]:
-    """Every moment of every speech region goes to the window whose centre is nearest
-    (windows overlap by half, so a change of speaker is placed to within a quarter window);
-    neighbouring pieces of one speaker are joined."""
+    """Every moment of every speech region goes to the window whose centre is nearest; where two
+    neighbouring windows disagree, the change is moved to the quietest moment between them
+    (`quietest(start, end)`, None where there is no pause: people take turns at pauses, and the
+    windows alone place a change only to within half a hop). Pauses shorter than BRIDGE_SECONDS
+    inside one speaker's talk belong to that speaker."""
     turns: list[Turn] = []
     for region_start, region_end in regions:
-        inside = [
+        inside = sorted(
             (0.5 * (start + end), label)
             for (start, end), label in zip(windows, labels)
             if start < region_end and end > region_start
-        ]
+        )
         if not inside:
             continue
-        inside.sort()
-        boundaries = [region_start] + [0.5 * (a[0] + b[0]) for a, b in zip(inside, inside[1:])] + [region_end]
+        boundaries = [region_start]
+        for (centre, label), (next_centre, next_label) in zip(inside, inside[1:]):
+            boundary = 0.5 * (centre + next_centre)
+            if label != next_label:
+                low = max(region_start, centre - 0.5 * (next_centre - centre))
+                high = min(region_end, next_centre + 0.5 * (next_centre - centre))
+                pause = quietest(low, high)
+                boundary = pause if pause is not None else boundary
+            boundaries.append(min(max(boundary, boundaries[-1]), region_end))
+        boundaries.append(region_end)
         for (_, label), start, end in zip(inside, boundaries, boundaries[1:]):
             if end <= start:
                 continue
-            if turns and turns[-1].speaker == label and start - turns[-1].end < 1e-6:
+            if turns and turns[-1].speaker == label and start - turns[-1].end < BRIDGE_SECONDS:
                 turns[-1] = replace(turns[-1], end=end)
             else:
                 turns.append(Turn(start, end, label))

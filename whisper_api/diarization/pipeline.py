@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..inference.vad import SpeechDetector, VadOptions
+from ..inference.vad import FRAME_SECONDS, SpeechDetector, VadOptions
 from ..transcript import Transcript
 from .clustering import MAX_SPEAKERS, cluster
 from .embeddings import SpeakerEmbedder
@@ -24,6 +24,7 @@ SPEAKER_VAD = VadOptions(threshold=0.5, min_silence_ms=250, speech_pad_ms=60, mi
 # A known speaker names the cluster most like their reference when they are also that cluster's
 # most similar reference and at least this similar (CAM++ puts one voice's clips above ~0.6).
 KNOWN_SPEAKER_SIMILARITY = 0.45
+PAUSE_PROBABILITY = 0.35  # Silero's speech-end level (threshold 0.5 less its 0.15 hysteresis)
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,14 @@ class Diarizer:
     def diarize(self, samples: np.ndarray, known: tuple[KnownSpeaker, ...] = ()) -> Diarization:
         started = time.perf_counter()
         duration = len(samples) / SAMPLE_RATE
-        regions = [(region.start, region.end) for region in self.detector.regions(samples)]
+        probabilities = self.detector.frame_probabilities(samples)
+        regions = [(region.start, region.end) for region in self.detector.regions(samples, probabilities)]
         if not regions and duration > 0:
             regions = [(0.0, duration)]  # nothing sounded like speech: still one speaker, not none
         windows = sliding_windows(regions)
         embeddings = self.embedder.embed(samples, windows)
         labels = cluster(embeddings, self.max_speakers)
-        turns = turns_from_windows(regions, windows, labels.tolist())
+        turns = turns_from_windows(regions, windows, labels.tolist(), lambda start, end: quietest_moment(probabilities, start, end))
         order = [turn.speaker for turn in turns]
         named = self.match_known(embeddings, labels, known)
         return Diarization(turns, speaker_names(order, named), time.perf_counter() - started)
@@ -94,6 +96,20 @@ class Diarizer:
             if mutual and row[cluster_index] >= KNOWN_SPEAKER_SIMILARITY:
                 matches[clusters[cluster_index]] = known[reference_index].name
         return matches
+
+
+def quietest_moment(probabilities: np.ndarray, start: float, end: float) -> float | None:
+    """The middle of the least speech-like stretch in [start, end] when it is a pause (the speech
+    probability below PAUSE_PROBABILITY), else None."""
+    first, last = int(start / FRAME_SECONDS), int(np.ceil(end / FRAME_SECONDS))
+    stretch = probabilities[first:last]
+    if stretch.size == 0 or stretch.min() >= PAUSE_PROBABILITY:
+        return None
+    quiet = np.flatnonzero(stretch <= stretch.min() + 0.05)
+    # the longest run of the quietest frames: a pause between people, not a stop consonant
+    runs = np.split(quiet, np.flatnonzero(np.diff(quiet) > 1) + 1)
+    longest = max(runs, key=len)
+    return (first + 0.5 * (longest[0] + longest[-1] + 1)) * FRAME_SECONDS
 
 
 def sliding_windows(regions: list[tuple[float, float]]) -> list[tuple[float, float]]:
