@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     """
     from flask import Flask
 
-    from . import access_log, metrics, page, speakers
+    from . import access_log, known_speakers, metrics, page, speakers
     from .engine import Engine
     from .errors import register_error_handlers
     from .progress import ProgressBoard
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
         engine = Engine.load(settings.model, settings.server.max_queue)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_upload_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = known_speakers.MAX_FORM_FIELD_BYTES
     app.json.ensure_ascii = False  # Japanese text stays readable in the body, as the hosted service sends it
     app.json.sort_keys = False
     app.extensions["whisper_api.settings"] = settings

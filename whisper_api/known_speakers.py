@@ -23,6 +23,10 @@ MAX_KNOWN_SPEAKERS = 4
 MIN_REFERENCE_SECONDS = 2.0
 MAX_REFERENCE_SECONDS = 10.0
 MAX_NAME_CHARACTERS = 64
+# A form field may hold this much: a reference's data URL is the largest text a client sends
+# (10 s of 48 kHz stereo float WAV is 5.1 MB in base64); Flask's default of 500 kB would cut
+# even 10 s of 16 kHz WAV short with a 413.
+MAX_FORM_FIELD_BYTES = 8 * 1024 * 1024
 DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)?(?P<parameters>(;[\w.+-]+=[^;,]*)*);base64,(?P<data>.*)$",
                       re.DOTALL)
 
