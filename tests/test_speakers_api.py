@@ -55,7 +55,9 @@ def reference_clip(voice: str, *sentences: str) -> str:
 
 
 def true_speaker(meeting: meetings.Meeting, start: float, end: float) -> str:
-    overlap = {voice: max(0.0, min(end, e) - max(start, s)) for s, e, voice in meeting.turns}
+    overlap: dict[str, float] = {}
+    for turn_start, turn_end, voice in meeting.turns:
+        overlap[voice] = overlap.get(voice, 0.0) + max(0.0, min(end, turn_end) - max(start, turn_start))
     return max(overlap, key=overlap.get)
 
 
