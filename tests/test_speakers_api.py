@@ -5,6 +5,8 @@ kind of bad known-speaker input answered 400 naming its field."""
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import re
 from collections.abc import Iterator
 
@@ -88,7 +90,8 @@ def test_diarized_json_through_the_openai_sdk(server, meeting):
     assert "".join(segment.text for segment in result.segments).replace(" ", "") == result.text.replace(" ", "")
 
 
-def test_known_speakers_name_their_voices_through_requests(server, meeting):
+def test_known_speakers_name_their_voices_through_requests(server, meeting, caplog):
+    caplog.set_level(logging.INFO, logger="whisper_api.access")
     references = [
         reference_clip("jm_kumo", meetings.LONG_SENTENCES[8], meetings.LONG_SENTENCES[11]),
         reference_clip("jf_alpha", meetings.LONG_SENTENCES[6], meetings.SHORT_SENTENCES[2]),
@@ -109,6 +112,9 @@ def test_known_speakers_name_their_voices_through_requests(server, meeting):
     metrics = requests.get(f"{server}/metrics", headers={"api-key": API_KEY}, timeout=10).text
     count = re.search(r'whisper_api_diarization_seconds_count\{deployment="whisper"\} (\S+)', metrics)
     assert count and float(count.group(1)) >= 1
+    lines = [json.loads(record.getMessage()) for record in caplog.records if record.name == "whisper_api.access"]
+    line = next(line for line in lines if line["request_id"] == "diarized-job-0001")
+    assert line["diarization_seconds"] > 0 and line["speakers"] == 2
 
 
 class Segment:
