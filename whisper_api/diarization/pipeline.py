@@ -18,9 +18,10 @@ from .labelling import Turn, speaker_names, split_by_speaker, turns_from_windows
 
 WINDOW_SECONDS = 1.5  # 3D-Speaker's diarization windows: long enough for a voice, short enough for a turn
 HOP_SECONDS = 0.75
-# Speech regions for speakers, not for Whisper: a pause of 0.25 s between two people is enough to
-# cut there, and a short "はい" (0.2 s) still counts.
-SPEAKER_VAD = VadOptions(threshold=0.5, min_silence_ms=250, speech_pad_ms=60, min_speech_ms=150)
+# Speech regions for speakers, not for Whisper: people take turns after gaps of about 0.2 s (often
+# less), so a pause of 0.12 s already cuts a region, and a short "はい" (0.15 s) still counts. A
+# window never straddles two regions, so a quick reply is not averaged into its neighbours' voices.
+SPEAKER_VAD = VadOptions(threshold=0.5, min_silence_ms=120, speech_pad_ms=60, min_speech_ms=150)
 # A known speaker names the cluster most like their reference when they are also that cluster's
 # most similar reference and at least this similar (CAM++ puts one voice's clips above ~0.6).
 KNOWN_SPEAKER_SIMILARITY = 0.45
