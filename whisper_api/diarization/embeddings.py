@@ -31,7 +31,11 @@ class SpeakerEmbedder:
         """(len(spans), 192) unit-length embeddings of the [start, end) stretches, in seconds."""
         if not spans:
             return np.zeros((0, EMBEDDING_SIZE), dtype=np.float32)
-        features = fbank(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)))
+        samples = np.ascontiguousarray(samples, dtype=np.float32)
+        shortest = FRAME_LENGTH + (MIN_WINDOW_FRAMES - 1) * FRAME_SHIFT
+        if len(samples) < shortest:  # a clip of a fraction of a second: silence makes up the frames
+            samples = np.pad(samples, (0, shortest - len(samples)))
+        features = fbank(torch.from_numpy(samples))
         frame_spans = [frame_range(start, end, features.shape[0]) for start, end in spans]
         by_length: dict[int, list[int]] = defaultdict(list)
         for index, (first, last) in enumerate(frame_spans):
