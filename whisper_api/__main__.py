@@ -1,4 +1,4 @@
-"""Command line: `python -m whisper_api [serve|doctor|download [NAME]] [--config PATH] [--debug]`."""
+"""Command line: `python -m whisper_api [serve|doctor|download [NAME] [--speakers]] [--config PATH] [--debug]`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", nargs="?", help="download: a Hugging Face model id (default: [model] name)")
     parser.add_argument("--config", help="INI file (default: $WHISPER_API_CONFIG, else conf/whisper_api.ini)")
     parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
+    parser.add_argument(
+        "--speakers", action="store_true",
+        help="download: the speaker model (CAM++, for diarized_json) instead of the Whisper model",
+    )
     arguments = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if arguments.debug else logging.INFO,
@@ -27,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if arguments.model and arguments.command != "download":
         parser.error(f"only download takes a model name, not {arguments.command}")
+    if arguments.speakers and (arguments.command != "download" or arguments.model):
+        parser.error("--speakers goes with download alone: python -m whisper_api download --speakers")
     try:
+        if arguments.speakers:
+            return download_speaker_model(arguments.config)
         if arguments.command == "download" and arguments.model:
             print(download_model(arguments.model))
             return 0
@@ -50,6 +58,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as error:  # start-up failures end with one clear line, not a traceback
         return fail(f"{type(error).__name__}: {error}", arguments.debug)
+
+
+def download_speaker_model(config: str | None) -> int:
+    """Into [diarization] weights when the INI sets it, else the cache; never loads Whisper."""
+    from pathlib import Path
+
+    from .diarization.weights import SpeakerModelUnavailable, download_weights
+
+    configured = load_settings(config_path_from_environment(config)).diarization.weights
+    try:
+        print(download_weights(Path(configured).expanduser() if configured else None))
+    except SpeakerModelUnavailable as error:
+        print(f"whisper-api: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def fail(message: str, debug: bool) -> int:

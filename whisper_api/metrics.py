@@ -64,6 +64,10 @@ class Metrics:
             "whisper_api_real_time_factor", "Model time divided by audio duration, per job (below 1 is faster than real time).",
             ["deployment"], buckets=REAL_TIME_FACTOR_BUCKETS, registry=registry,
         )
+        self.diarization_seconds = Histogram(
+            "whisper_api_diarization_seconds", "Time speaker labelling took after a transcription (CPU).",
+            ["deployment"], buckets=LATENCY_BUCKETS, registry=registry,
+        )
         self.rejected = Counter(
             "whisper_api_queue_rejections", "Requests refused with 429 because the model's queue was full.",
             ["deployment"], registry=registry,
@@ -106,6 +110,9 @@ class Metrics:
         self.queue_wait_seconds.labels(job.deployment).observe(max(0.0, started - job.submitted))
         if job.audio_seconds > 0:
             self.real_time_factor.labels(job.deployment).observe(processing / job.audio_seconds)
+
+    def observe_diarization(self, deployment: str, seconds: float) -> None:
+        self.diarization_seconds.labels(deployment).observe(seconds)
 
     def observe_rejection(self, deployment: str) -> None:
         self.rejected.labels(deployment).inc()

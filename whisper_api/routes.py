@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.datastructures import FileStorage, MultiDict
 
-from . import access_log, formats, memory
+from . import access_log, formats, known_speakers, memory, speakers
 from .metrics import metrics
 from .audio import SUPPORTED_FORMATS, AudioDecodeError, AudioTooLong, decode
 from .config import RESPONSE_FORMATS, DeploymentSettings, Settings
@@ -24,7 +24,7 @@ from .errors import (
 )
 from .languages import UnsupportedLanguage, UnsupportedTask, normalize_language
 from .model_queue import QueueFull
-from .progress import ProgressBoard
+from .progress import DIARIZING, ProgressBoard
 from .shutdown import ShutdownState, ShuttingDown
 from .transcript import Transcript, TranscriptionJob
 
@@ -151,9 +151,15 @@ def serve_audio(
     deployment = resolve_deployment()
     access_log.note(deployment=deployment.name)
     form = request.form
-    response_format = read_response_format(form)
+    response_format = read_response_format(form, task)
     granularities = read_granularities(form, response_format, task)
-    job = build_job(form, read_upload(), deployment, task, word_timestamps="word" in granularities)
+    diarize = read_diarize(form, response_format, deployment)
+    # speakers change inside a segment where its words say so
+    word_timestamps = "word" in granularities or (diarize and task == TRANSCRIBE)
+    job = build_job(form, read_upload(), deployment, task, word_timestamps=word_timestamps)
+    if diarize:
+        job = replace(job, diarize=True, known_speakers=known_speakers.read_known_speakers(form))
+        speakers.speaker_model().get()  # a missing speaker model answers before the transcription runs
     access_log.note(audio_seconds=round(job.duration, 2))
     transcript = transcribe_with_progress(job, deployment)
     return render(transcript, response_format, include_segments=not granularities or "segment" in granularities)
@@ -176,6 +182,10 @@ def transcribe_with_progress(job: TranscriptionJob, deployment: DeploymentSettin
                 transcript = engine().transcribe(replace(
                     job, on_progress=reporter, on_start=lambda: board.mark_running(request_id),
                     cancellation=cancellation))
+                if job.diarize:  # after the transcription, on the CPU: the model is free for the next job
+                    board.set_stage(request_id, DIARIZING)
+                    transcript, seconds = speakers.label_speakers(transcript, job)
+                    metrics().observe_diarization(deployment.name, seconds)
                 succeeded = True
             finally:
                 record = board.finish(g.request_id, succeeded)
@@ -338,13 +348,27 @@ def read_upload() -> FileStorage:
     return uploads[0]
 
 
-def read_response_format(form: MultiDict) -> str:
+def read_response_format(form: MultiDict, task: str = TRANSCRIBE) -> str:
     value = form.get("response_format", "json").strip() or "json"
     if value not in RESPONSE_FORMATS:
         raise invalid_field(
             "response_format", f"Invalid response_format {value[:40]!r}: use one of {', '.join(RESPONSE_FORMATS)}."
         )
+    if value == "diarized_json" and task != TRANSCRIBE:
+        raise invalid_field("response_format", "response_format 'diarized_json' is for transcriptions, not translations.")
     return value
+
+
+def read_diarize(form: MultiDict, response_format: str, deployment: DeploymentSettings) -> bool:
+    """diarized_json always names speakers; srt and vtt do on a deployment with `diarize = true`."""
+    diarize = response_format == "diarized_json" or (deployment.diarize and response_format in ("srt", "vtt"))
+    if known_speakers.sent(form) and not diarize:
+        raise invalid_field(
+            known_speakers.NAMES,
+            "known_speaker_names[] and known_speaker_references[] need response_format 'diarized_json' "
+            "(or srt/vtt on a deployment with diarize = true).",
+        )
+    return diarize
 
 
 def read_language(form: MultiDict, deployment: DeploymentSettings) -> str | None:
