@@ -171,6 +171,11 @@ CORPUS = [
          data={"chunking_strategy": '{"type": "server_vad", "threshold": 0.4, "silence_duration_ms": 300, '
                                     '"prefix_padding_ms": 100}'}),
     Case("chunking_strategy auto", 200, None, GOOD, data={"chunking_strategy": "auto"}, check_speech=True),
+    # over the form parser's own 500 kB field limit, under the body limit: still a 400 naming it
+    Case("prompt of 510,000 characters", 400, "prompt", GOOD, data={"prompt": "a" * 510_000}),
+    Case("language of 600,000 characters", 400, "language", GOOD, data={"language": "j" * 600_000}),
+    Case("unknown field of 600,000 characters", 400, "notes", GOOD, data={"notes": "n" * 600_000}),
+    Case("model field of 2,000 characters", 400, "model", GOOD, data={"model": "m" * 2_000}),
     Case("filename with path separators", 200, None, audio_file(lambda: encode(speech(), "wav"), "../../etc/passwd"),
          check_speech=True),
     Case("filename with control characters", 200, None,

@@ -67,16 +67,17 @@ def init_app(app: Flask) -> None:
         started = getattr(g, "request_started", time.perf_counter())
         method, path, logged = request.method, request.path, fields()
 
-        def write_line() -> None:
-            line = {
-                "request_id": request_id,
-                "method": method,
-                "path": path,  # never the query or headers: keys stay out of logs
-                "status": response.status_code,
-                **logged,
-                "processing_seconds": round(time.perf_counter() - started, 3),
-            }
-            log.info(json.dumps(line, ensure_ascii=False))
-
-        when_finished(response, write_line)
+        # a job's queue_seconds and processing_seconds among the fields; a stream's line is
+        # written when it ends (stream_status, error_code)
+        when_finished(response, lambda: write_line(request_id, method, path, response.status_code,
+                                                   time.perf_counter() - started, **logged))
         return response
+
+
+def write_line(request_id: str, method: str, path: str, status: int, seconds: float, **fields) -> None:
+    """The access-log line of one response, whoever produced it (the app, or Waitress refusing a
+    request before the app saw it). `path` never holds the query or headers: keys stay out of logs;
+    `seconds` is the whole request (upload, queue, model, response)."""
+    line = {"request_id": request_id, "method": method, "path": path, "status": status, **fields,
+            "seconds": round(seconds, 3)}
+    log.info(json.dumps(line, ensure_ascii=False))

@@ -1,4 +1,4 @@
-"""The app's long-lived objects (settings, engine, progress board) as views reach them: kept in
+"""The app's long-lived objects (settings, engine, progress board, shutdown state) as views reach them: kept in
 `app.extensions`, read through `current_app`, so tests can build apps side by side. (The metrics
 registry has its accessor beside it, in metrics.py.)"""
 
@@ -10,6 +10,7 @@ from flask import Flask, current_app
 
 from .config import Settings
 from .progress import ProgressBoard
+from .shutdown import ShutdownState
 
 if TYPE_CHECKING:  # the HTTP side never imports torch; the engine arrives through the app
     from .engine import Engine
@@ -17,12 +18,14 @@ if TYPE_CHECKING:  # the HTTP side never imports torch; the engine arrives throu
 SETTINGS = "whisper_api.settings"
 ENGINE = "whisper_api.engine"
 PROGRESS = "whisper_api.progress"
+SHUTDOWN = "whisper_api.shutdown"
 
 
 def init_app(app: Flask, settings: Settings, engine: "Engine") -> None:
     app.extensions[SETTINGS] = settings
     app.extensions[ENGINE] = engine
     app.extensions[PROGRESS] = ProgressBoard()
+    app.extensions[SHUTDOWN] = ShutdownState(settings.server.shutdown_grace_seconds)
 
 
 def settings() -> Settings:
@@ -35,3 +38,7 @@ def engine() -> "Engine":
 
 def progress_board() -> ProgressBoard:
     return current_app.extensions[PROGRESS]
+
+
+def shutdown_state() -> ShutdownState:
+    return current_app.extensions[SHUTDOWN]

@@ -4,11 +4,12 @@ constant time against [auth] api_keys."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 
 from flask import request
 
 from .app_state import settings
-from .errors import unauthorized
+from .errors import ApiError, unauthorized
 
 
 def presented_key() -> str:
@@ -32,3 +33,23 @@ def authenticate() -> None:
     matches = [hmac.compare_digest(presented, candidate.encode("utf-8")) for candidate in allowed]
     if not any(matches):
         raise unauthorized()
+
+
+def is_loopback(address: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address((address or "").split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def refuse_remote_clients_without_keys() -> None:
+    """Before every request: with no [auth] api_keys, only this PC may call the server (a
+    `waitress-serve` on 0.0.0.0, or host = 0.0.0.0, must not open it to the whole network)."""
+    if not settings().auth.api_keys and not is_loopback(request.remote_addr):
+        raise ApiError(
+            401, "401",
+            "This server has no API keys configured ([auth] api_keys), so it only serves clients on its own "
+            "PC. Set api_keys in its INI file and send one in the api-key header to call it from the network.",
+        )

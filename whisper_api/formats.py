@@ -60,6 +60,29 @@ def words_body(words) -> list[dict[str, Any]]:
     return [{"word": word.word, "start": round(word.start, 2), "end": round(word.end, 2)} for word in words]
 
 
+def to_diarized_json(transcript: Transcript) -> dict[str, Any]:
+    """openai-python's TranscriptionDiarized: segments with speakers A, B, ... (or known names)."""
+    segments = [
+        {
+            "type": "transcript.text.segment",
+            "id": f"seg_{index}",
+            "start": round(segment.start, 2),
+            "end": round(segment.end, 2),
+            "speaker": segment.speaker or "A",
+            "text": segment.text.strip(),
+        }
+        for index, segment in enumerate(transcript.segments)
+        if segment.text.strip()
+    ]
+    return {
+        "task": "transcribe",
+        "duration": round(transcript.duration, 2),
+        "text": transcript.text,
+        "segments": segments,
+        "usage": {"type": "duration", "seconds": math.ceil(transcript.duration)},
+    }
+
+
 def _segment_body(segment: Segment) -> dict[str, Any]:
     return {
         "id": segment.id,
@@ -94,13 +117,14 @@ def _srt_cue(number: int, segment: Segment) -> str:
     """One cue and the blank line after it: a file is its cues one after another."""
     start = format_timestamp(segment.start, ",")
     end = format_timestamp(segment.end, ",")
-    return f"{number}\n{start} --> {end}\n{_one_line(segment.text)}\n\n"
+    speaker = f"{segment.speaker}: " if segment.speaker else ""
+    return f"{number}\n{start} --> {end}\n{speaker}{_one_line(segment.text)}\n\n"
 
 
 def _vtt_cue(segment: Segment) -> str:
     start = format_timestamp(segment.start, ".")
     end = format_timestamp(segment.end, ".")
-    return f"{start} --> {end}\n{_vtt_cue_text(segment.text)}\n\n"
+    return f"{start} --> {end}\n{_voice_tag(segment.speaker)}{_vtt_cue_text(segment.text)}\n\n"
 
 
 def _one_line(text: str) -> str:
@@ -115,6 +139,14 @@ def _vtt_cue_text(text: str) -> str:
     while "-->" in text:
         text = text.replace("-->", "->")
     return text
+
+
+def _voice_tag(speaker: str | None) -> str:
+    """WebVTT's voice span `<v A>`; the annotation may not hold ">" or a line break, and "&" is escaped."""
+    if not speaker:
+        return ""
+    name = _one_line(speaker).replace("&", "&amp;").replace(">", "&gt;")
+    return f"<v {name}>"
 
 
 def _cues(segments: list[Segment]) -> list[Segment]:
@@ -185,6 +217,10 @@ class EventWriter:
         self.started = self.started or bool(text)
         return text
 
+    def finish(self, transcript: Transcript) -> list[dict[str, Any]]:
+        """The events once the job is done: `transcript.text.done`."""
+        return [self.done(transcript)]
+
     def done(self, transcript: Transcript) -> dict[str, Any]:
         event: dict[str, Any] = {"type": "transcript.text.done", "text": self.whole_text(transcript)}
         if self.options.include_logprobs and transcript.logprobs is not None:
@@ -209,11 +245,19 @@ class SegmentEventWriter(EventWriter):
             }
             if self.options.include_words:
                 event["words"] = words_body(segment.words)
-            speaker = getattr(segment, "speaker", None)  # set once diarization labels segments
-            if speaker is not None:
-                event["speaker"] = speaker
+            if segment.speaker is not None:
+                event["speaker"] = segment.speaker
             events.append(event)
         return events
+
+
+class DiarizedEventWriter(EventWriter):
+    """diarized_json: the text as it is decoded, then, once speakers are known (diarization runs
+    after the transcription), a `transcript.text.segment` event with its speaker per segment, as
+    the body's segments, before `done`."""
+
+    def finish(self, transcript: Transcript) -> list[dict[str, Any]]:
+        return [*to_diarized_json(transcript)["segments"], self.done(transcript)]
 
 
 class SubtitleEventWriter(EventWriter):
@@ -272,6 +316,8 @@ WRITERS: dict[str, Writer] = {
     "srt": Writer(_text_body(to_srt), lambda options: SubtitleEventWriter(options, "", _srt_cue, to_srt)),
     "vtt": Writer(_text_body(to_vtt), lambda options: SubtitleEventWriter(
         options, VTT_HEADER, lambda number, segment: _vtt_cue(segment), to_vtt)),
+    "diarized_json": Writer(lambda transcript, options: Body(json_text(to_diarized_json(transcript)) + "\n",
+                                                             JSON_CONTENT_TYPE), DiarizedEventWriter),
 }
 RESPONSE_FORMATS = tuple(WRITERS)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from werkzeug.datastructures import FileStorage, MultiDict
 
+from . import known_speakers
 from .audio import SUPPORTED_FORMATS, AudioDecodeError, AudioTooLong, decode
 from .config import DeploymentSettings, Settings
 from .errors import ApiError, deployment_not_found, invalid_field
@@ -22,6 +23,10 @@ TRANSLATE = "translate"
 GRANULARITIES = {"segment", "word"}
 INCLUDABLE = {"logprobs"}
 MAX_PROMPT_CHARACTERS = 4000
+# Every other text field holds a name, a code or a number.
+MAX_FIELD_CHARACTERS = 1000
+# the fields that may be longer: a prompt, and a known speaker's reference clip (a data URL)
+FIELD_CHARACTER_LIMITS = {"prompt": MAX_PROMPT_CHARACTERS, known_speakers.REFERENCES: known_speakers.MAX_FORM_FIELD_BYTES}
 TRUE_WORDS, FALSE_WORDS = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
 # chunking_strategy server_vad keys -> our speech detection options, with the ranges [model] allows
 SERVER_VAD_KEYS = {
@@ -42,8 +47,9 @@ class TranscriptionRequest:
 def read_request(form: MultiDict, uploads: list[FileStorage], mimetype: str, deployment: DeploymentSettings,
                  task: str, settings: Settings) -> TranscriptionRequest:
     """Every field of the form checked; the audio decoded last (it is the costly one)."""
-    response_format = read_response_format(form)
+    response_format = read_response_format(form, task)
     granularities = read_granularities(form, response_format, task)
+    diarize = read_diarize(form, response_format, deployment)
     include = read_include(form, response_format)
     stream = read_stream(form)
     upload = read_upload(uploads, mimetype)
@@ -63,7 +69,10 @@ def read_request(form: MultiDict, uploads: list[FileStorage], mimetype: str, dep
         ) from None
     job = TranscriptionJob(
         samples=audio.samples, task=task, language=language, prompt=prompt, temperature=temperature,
-        word_timestamps="word" in granularities, logprobs="logprobs" in include, speech=speech,
+        # speakers change inside a segment where its words say so
+        word_timestamps="word" in granularities or (diarize and task == TRANSCRIBE),
+        logprobs="logprobs" in include, speech=speech, diarize=diarize,
+        known_speakers=known_speakers.read_known_speakers(form) if diarize else (),
     )
     output = OutputOptions(
         include_segments=not granularities or "segment" in granularities,
@@ -100,13 +109,35 @@ def listed(form: MultiDict, name: str) -> list[str]:
     return [value.strip() for value in form.getlist(f"{name}[]") + form.getlist(name) if value.strip()]
 
 
-def read_response_format(form: MultiDict) -> str:
+def check_field_lengths(form: MultiDict) -> None:
+    """An oversized text field is a 400 naming it, whichever field it is."""
+    for name, value in form.items(multi=True):
+        limit = FIELD_CHARACTER_LIMITS.get(name.removesuffix("[]"), MAX_FIELD_CHARACTERS)
+        if len(value) > limit:
+            raise invalid_field(name[:100], f"The '{name[:100]}' field is too long: at most {limit} characters.")
+
+
+def read_response_format(form: MultiDict, task: str = TRANSCRIBE) -> str:
     value = form.get("response_format", "json").strip() or "json"
     if value not in RESPONSE_FORMATS:
         raise invalid_field(
             "response_format", f"Invalid response_format {value[:40]!r}: use one of {', '.join(RESPONSE_FORMATS)}."
         )
+    if value == "diarized_json" and task != TRANSCRIBE:
+        raise invalid_field("response_format", "response_format 'diarized_json' is for transcriptions, not translations.")
     return value
+
+
+def read_diarize(form: MultiDict, response_format: str, deployment: DeploymentSettings) -> bool:
+    """diarized_json always names speakers; srt and vtt do on a deployment with `diarize = true`."""
+    diarize = response_format == "diarized_json" or (deployment.diarize and response_format in ("srt", "vtt"))
+    if known_speakers.sent(form) and not diarize:
+        raise invalid_field(
+            known_speakers.NAMES,
+            "known_speaker_names[] and known_speaker_references[] need response_format 'diarized_json' "
+            "(or srt/vtt on a deployment with diarize = true).",
+        )
+    return diarize
 
 
 def read_granularities(form: MultiDict, response_format: str, task: str) -> set[str]:
@@ -170,9 +201,7 @@ def read_temperature(form: MultiDict, deployment: DeploymentSettings) -> float:
 
 
 def read_prompt(form: MultiDict, deployment: DeploymentSettings) -> str | None:
-    value = form.get("prompt", "")
-    if len(value) > MAX_PROMPT_CHARACTERS:
-        raise invalid_field("prompt", f"The prompt is too long: at most {MAX_PROMPT_CHARACTERS} characters.")
+    value = form.get("prompt", "")  # its length is checked with every field's (check_field_lengths)
     if "\ufffd" in value:  # the form parser replaces bytes that are not UTF-8
         raise invalid_field("prompt", "The prompt is not valid UTF-8 text.")
     return value.strip() or deployment.prompt

@@ -6,16 +6,18 @@ import re
 import uuid
 from typing import Callable
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from . import access_log, formats
-from .app_state import engine, progress_board, settings
+from . import access_log, formats, memory, speakers
+from .app_state import engine, progress_board, settings, shutdown_state
 from .auth import authenticate
 from .config import DeploymentSettings
 from .errors import ApiError
-from .jobs import JobRunner
+from .jobs import JobRunner, shutting_down
 from .metrics import metrics
-from .request_form import TRANSCRIBE, TRANSLATE, deployment_from_model_field, find_deployment, read_request
+from .request_form import (
+    TRANSCRIBE, TRANSLATE, check_field_lengths, deployment_from_model_field, find_deployment, read_request,
+)
 from .streaming import CONTENT_TYPE, HEADERS, EventStream
 
 blueprint = Blueprint("audio", __name__)
@@ -110,19 +112,25 @@ def serve_audio(
 ) -> Response:
     authenticate()
     check_api_version(required=api_version_required)
+    check_field_lengths(request.form)
     deployment = resolve_deployment()
     access_log.note(deployment=deployment.name)
     parsed = read_request(request.form, request.files.getlist("file"), request.mimetype, deployment, task, settings())
+    if parsed.job.diarize:
+        speakers.speaker_model().get()  # a missing speaker model answers before the transcription runs
     access_log.note(audio_seconds=round(parsed.job.duration, 2))
     writer = formats.writer(parsed.response_format)
     runner = job_runner(deployment)
+    memory.note_job()
+    # a client that hangs up (Waitress reads ahead on the connection while the job runs) stops it
     client_disconnected = request.environ.get("waitress.client_disconnected")
     if parsed.stream:
         access_log.note(stream=True)
-        stream = EventStream(runner, parsed.job, writer.events(parsed.output), access_log.fields(), client_disconnected)
+        stream = EventStream(current_app._get_current_object(), runner, parsed.job, writer.events(parsed.output),
+                             access_log.fields(), client_disconnected)
         stream.start()
         return Response(stream.body(), content_type=CONTENT_TYPE, headers=HEADERS)
-    transcript = runner.run(parsed.job, cancelled=client_disconnected)
+    transcript = runner.run(parsed.job, disconnected=client_disconnected)
     body = writer.render(transcript, parsed.output)
     return Response(body.text, content_type=body.content_type)
 
@@ -131,7 +139,15 @@ def job_runner(deployment: DeploymentSettings) -> JobRunner:
     """The job's runner, its progress under this request's id."""
     if progress_board().is_active(g.request_id):  # a client reused the id of a job still running: keep them apart
         g.request_id = str(uuid.uuid4())
-    return JobRunner(engine(), progress_board(), metrics(), g.request_id, deployment.name)
+    return JobRunner(engine(), progress_board(), metrics(), shutdown_state(), g.request_id, deployment.name,
+                     access_log.fields())
+
+
+def refuse_while_shutting_down() -> None:
+    """Before every request: once a shutdown began, new requests get 503 with Retry-After."""
+    state = shutdown_state()
+    if state.draining:
+        raise shutting_down(state.retry_after())
 
 
 def check_api_version(required: bool) -> None:

@@ -18,10 +18,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+from flask import Flask, g
+
+from .cancellation import CLIENT_DISCONNECTED, JobCancelled
 from .errors import ApiError
 from .formats import HEARTBEAT, EventWriter, error_event, server_sent_event
 from .jobs import JobRunner
-from .model_queue import Cancelled
 from .transcript import Segment, Transcript, TranscriptionJob
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,10 @@ def internal_error() -> ApiError:
 class EventStream:
     """One streamed job: `start()` in the request, then `body()` as the response."""
 
-    def __init__(self, runner: JobRunner, job: TranscriptionJob, writer: EventWriter, log_fields: dict[str, Any],
-                 client_disconnected: Callable[[], bool] | None = None,
+    def __init__(self, app: Flask, runner: JobRunner, job: TranscriptionJob, writer: EventWriter,
+                 log_fields: dict[str, Any], client_disconnected: Callable[[], bool] | None = None,
                  heartbeat_seconds: float | None = None) -> None:
+        self.app = app  # the job's thread works in the app's context (the speaker model lives there)
         self.runner = runner
         self.job = job
         self.writer = writer
@@ -101,7 +104,7 @@ class EventStream:
 
     def check_client(self) -> None:
         if self.cancelled():
-            raise Cancelled()
+            raise JobCancelled(CLIENT_DISCONNECTED)
 
     def on_progress(self, done: int, total: int) -> None:
         self.running.set()
@@ -116,9 +119,14 @@ class EventStream:
             self.events.put(server_sent_event(event))
 
     def work(self) -> None:
+        with self.app.app_context():
+            g.access_fields = self.log_fields  # what the job notes goes on the request's line
+            self.run()
+
+    def run(self) -> None:
         job = replace(self.job, on_progress=self.on_progress, on_segments=self.on_segments)
         try:
-            transcript = self.runner.run(job, cancelled=self.cancelled)
+            transcript = self.runner.run(job, disconnected=self.cancelled)
         except ApiError as error:
             self.fail(error)
         except Exception:
@@ -131,7 +139,7 @@ class EventStream:
             self.events.put(END)
 
     def finish(self, transcript: Transcript) -> None:
-        self.send([self.writer.done(transcript)])
+        self.send(self.writer.finish(transcript))
         self.log_fields.update(stream_status=200)
 
     def fail(self, error: ApiError) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .cancellation import Cancellation
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,14 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True)
+class KnownSpeaker:
+    """A speaker named by the client, with a 2-10 s reference clip of their voice."""
+
+    name: str
+    samples: np.ndarray  # float32 mono 16 kHz
+
+
+@dataclass(frozen=True)
 class Word:
     word: str
     start: float
@@ -55,6 +64,7 @@ class Segment:
     compression_ratio: float
     no_speech_prob: float
     words: list[Word] = field(default_factory=list)
+    speaker: str | None = None  # set by diarization: "A", "B", ... or a known speaker's name
     logprobs: list[TokenLogprob] | None = None  # its text tokens', when the job asks for them
 
 
@@ -68,8 +78,14 @@ class TranscriptionJob:
     word_timestamps: bool = False
     logprobs: bool = False  # each text token's log probability on its segment
     speech: SpeechOptions = SpeechOptions()
+    diarize: bool = False  # label each segment with its speaker (after transcription, on the CPU)
+    known_speakers: tuple[KnownSpeaker, ...] = field(default=(), compare=False, repr=False)
     # (units done, units total) as decoding goes: once (0, total), then after each window/chunk
     on_progress: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
+    # called once the job holds the model (before speech detection, which takes seconds on long audio)
+    on_start: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    # asked between decoding steps and chunk batches: a client that hung up, a server shutting down
+    cancellation: Cancellation | None = field(default=None, compare=False, repr=False)
     # the segments that became final, numbered and in clip time, as soon as their batch is
     # decoded (in order, each once); streaming sends them on while later batches decode. Raising
     # from it stops the job there (a client that has gone away).

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..cancellation import raise_if_cancelled
 from ..transcript import Segment, TranscriptionJob
 from .chunks import Chunk, plan_chunks
 from .decoder import MAX_NEW_TOKENS, Decoded, Decoder
@@ -100,7 +101,7 @@ class ClipDecoding:
         """The clip's frame probabilities and speech regions, found with the request's own
         speech options (`chunking_strategy`) over the server's."""
         options = replace(self.detector.options, **job.speech.changes())
-        probabilities = self.detector.frame_probabilities(job.samples)
+        probabilities = self.detector.frame_probabilities(job.samples, job.cancellation)
         return probabilities, speech_regions(probabilities, job.duration, options), options
 
     def split(self, job: TranscriptionJob, encoded: torch.Tensor, prefix: tuple[int, ...], result: Decoded,
@@ -140,6 +141,7 @@ class VadStrategy:
         segments: list[Segment] = []
         decoded = 0
         for batch in self.batches(chunks):
+            raise_if_cancelled(job.cancellation)
             if self.cover_speech:
                 texts = passes.covered(batch, probabilities)
             else:
@@ -170,6 +172,7 @@ class ChunkPasses:
         self.language = job.language
 
     def decode(self, chunks: list[Chunk], forced_fallback: bool = False) -> list[ChunkText]:
+        raise_if_cancelled(self.job.cancellation)  # each pass (first, again, resumed) is a batch
         encoded = self.clip.encode([speech_only(self.job.samples, chunk) for chunk in chunks])
         if self.language is None:
             self.language = self.clip.detect_language(encoded)
@@ -177,6 +180,7 @@ class ChunkPasses:
         results = self.clip.fallback.decode(
             encoded, [chunk_frames(chunk) for chunk in chunks], prefix, self.job.temperature,
             self.job.word_timestamps, self.generator, first_temperature_forced=forced_fallback,
+            cancellation=self.job.cancellation,
         )
         texts = []
         for row, (chunk, result) in enumerate(zip(chunks, results)):
@@ -294,6 +298,7 @@ class SequentialStrategy:
         segments: list[Segment] = []
         seek = 0
         while seek < total_frames:
+            raise_if_cancelled(job.cancellation)
             speech_ahead = [region for region in regions if region.end * FRAMES_PER_SECOND > seek]
             if not speech_ahead:
                 break  # nothing but silence, noise or music left
@@ -344,7 +349,8 @@ class SequentialStrategy:
     def decode(self, encoded: torch.Tensor, frames: int, language: str, job: TranscriptionJob, prompt: list[int],
                previous: list[int], generator: torch.Generator) -> Decoded:
         prefix = self.clip.prefix(language, job.task, prompt + previous)
-        return self.clip.fallback.decode(encoded, [frames], prefix, job.temperature, job.word_timestamps, generator)[0]
+        return self.clip.fallback.decode(encoded, [frames], prefix, job.temperature, job.word_timestamps, generator,
+                                         cancellation=job.cancellation)[0]
 
     @staticmethod
     def consumed(text: ChunkText, window_frames: int, offset: float, regions: list[SpeechRegion]) -> int:

@@ -303,6 +303,12 @@ function formatTime(seconds, marker = ".", alwaysHours = true) {
   return `${hoursPart}${pad(minutes)}:${pad(whole)}${marker}${pad(milliseconds, 3)}`;
 }
 
+// WebVTT's voice span for a speaker, as formats.py writes it.
+function voiceTag(speaker) {
+  if (!speaker) return "";
+  return `<v ${oneLine(speaker).replace(/&/g, "&amp;").replace(/>/g, "&gt;")}>`;
+}
+
 // Subtitles from the verbose_json segments, written as the server's formats.py writes them.
 function cues(segments) {
   return segments.filter((segment) => segment.text.trim() && segment.end > segment.start);
@@ -311,7 +317,7 @@ const oneLine = (text) => text.replace(/[ \t]*[\r\n]+[ \t]*/g, " ").trim();
 
 function toSrt(segments) {
   const blocks = cues(segments).map((segment, index) =>
-    `${index + 1}\n${formatTime(segment.start, ",")} --> ${formatTime(segment.end, ",")}\n${oneLine(segment.text)}\n`);
+    `${index + 1}\n${formatTime(segment.start, ",")} --> ${formatTime(segment.end, ",")}\n${segment.speaker ? `${segment.speaker}: ` : ""}${oneLine(segment.text)}\n`);
   return blocks.join("\n") + (blocks.length ? "\n" : "");
 }
 
@@ -322,7 +328,7 @@ function toVtt(segments) {
     return escaped;
   };
   const blocks = ["WEBVTT\n"].concat(cues(segments).map((segment) =>
-    `${formatTime(segment.start, ".")} --> ${formatTime(segment.end, ".")}\n${escape(segment.text)}\n`));
+    `${formatTime(segment.start, ".")} --> ${formatTime(segment.end, ".")}\n${voiceTag(segment.speaker)}${escape(segment.text)}\n`));
   return blocks.join("\n") + "\n";
 }
 
@@ -432,10 +438,10 @@ class ResultView {
         downloadButton("vtt", `${name}.vtt`, "text/vtt;charset=utf-8", toVtt(this.segments)),
       );
     }
-    if (this.responseFormat === "json" || this.responseFormat === "verbose_json") {
+    if (["json", "verbose_json", "diarized_json"].includes(this.responseFormat)) {
       const body = { text };
-      if (this.segments.length) body.segments = this.segments.map(({ id, start, end, text: segmentText }) =>
-        ({ id, start, end, text: segmentText }));
+      if (this.segments.length) body.segments = this.segments.map(({ id, start, end, speaker, text: segmentText }) =>
+        (speaker ? { id, start, end, speaker, text: segmentText } : { id, start, end, text: segmentText }));
       downloads.append(downloadButton("json", `${name}.json`, "application/json;charset=utf-8",
         JSON.stringify(body, null, 2)));
     } else {
@@ -472,7 +478,15 @@ function showSegments(segments, words) {
     } else {
       text.textContent = segment.text.trim();
     }
-    item.append(time, text);
+    if (segment.speaker) {
+      const speaker = document.createElement("span");
+      speaker.className = "speaker";
+      speaker.textContent = segment.speaker;
+      item.classList.add("with-speaker");
+      item.append(time, speaker, text);
+    } else {
+      item.append(time, text);
+    }
     const play = () => {
       const player = $("player");
       player.currentTime = segment.start;
