@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
+import pytest
 import srt
 import webvtt
 
-from whisper_api.formats import format_timestamp, to_json, to_srt, to_text, to_verbose_json, to_vtt
+from whisper_api.formats import (
+    OutputOptions, format_timestamp, to_json, to_srt, to_text, to_verbose_json, to_vtt, writer,
+)
 from whisper_api.transcript import Segment, Transcript
 
 
@@ -75,3 +79,31 @@ def test_vtt_cue_text_cannot_end_the_cue_or_open_a_tag():
 def test_srt_cue_text_stays_on_one_line():
     broken = Transcript("transcribe", "en", 2.0, "", [segment(0, 0.0, 2.0, "one\n\ntwo")])
     assert [cue.content for cue in srt.parse(to_srt(broken))] == ["one two"]
+
+
+@pytest.mark.parametrize("response_format", ["text", "srt", "vtt", "verbose_json", "diarized_json"])
+def test_streamed_events_add_up_to_the_whole_answer(response_format):
+    """Deltas as segments become final, then `done` with the text the body carries (the subtitle
+    formats' deltas are whole cues, so they add up to the file)."""
+    labelled = replace(TRANSCRIPT, segments=[replace(segment, speaker="AB"[index])
+                                             for index, segment in enumerate(TRANSCRIPT.segments)])
+    events = writer(response_format).events(OutputOptions())
+    streamed = events.opening() + [event for segment in labelled.segments for event in events.segments([segment])]
+    streamed += events.finish(labelled)
+    deltas = "".join(event["delta"] for event in streamed if event["type"] == "transcript.text.delta")
+    done = streamed[-1]
+    assert done["type"] == "transcript.text.done" and done["usage"] == {"type": "duration", "seconds": 3726}
+    body = writer(response_format).render(labelled).text
+    if response_format in ("srt", "vtt"):
+        assert deltas == done["text"] == body
+    else:
+        assert deltas.strip() == done["text"] == labelled.text
+    segment_events = [event for event in streamed if event["type"] == "transcript.text.segment"]
+    if response_format == "diarized_json":
+        assert [(event["id"], event["speaker"]) for event in segment_events] == [("seg_0", "A"), ("seg_1", "B")]
+        assert streamed.index(segment_events[0]) > max(
+            index for index, event in enumerate(streamed) if event["type"] == "transcript.text.delta")
+    elif response_format == "verbose_json":
+        assert [event["speaker"] for event in segment_events] == ["A", "B"]
+    else:
+        assert segment_events == []
