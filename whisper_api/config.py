@@ -12,7 +12,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "whisper
 CONFIG_ENV_VARIABLE = "WHISPER_API_CONFIG"
 
 DEVICES = ("auto", "directml", "cuda", "cpu")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 STRATEGIES = ("auto", "vad", "sequential")
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt", "diarized_json")
@@ -34,6 +34,8 @@ class ServerSettings:
     channel_timeout_seconds: int = 120
     connection_limit: int = 100
     require_api_version: bool = True
+    # on Ctrl+C/SIGTERM the running job may finish within this many seconds, then it is cancelled
+    shutdown_grace_seconds: float = 30.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -143,6 +145,9 @@ class _SettingsReader:
             ),
             connection_limit=self.number("server", "connection_limit", int, ServerSettings.connection_limit, 1, 100000),
             require_api_version=self.boolean("server", "require_api_version", ServerSettings.require_api_version),
+            shutdown_grace_seconds=self.number(
+                "server", "shutdown_grace_seconds", float, ServerSettings.shutdown_grace_seconds, 0, 3600
+            ),
         )
         keys = self.text("auth", "api_keys", "")
         auth = AuthSettings(api_keys=tuple(key.strip() for key in keys.split(",") if key.strip()))

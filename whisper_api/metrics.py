@@ -126,6 +126,15 @@ def resident_memory_bytes() -> float:
     return float(psutil.Process(os.getpid()).memory_info().rss)
 
 
+def route_of(app: Flask, path: str, method: str) -> str:
+    """The route pattern `path` matches (a label, for responses the app itself never produced)."""
+    try:
+        rule, _ = app.url_map.bind("localhost").match(path, method, return_rule=True)
+    except Exception:  # not found, wrong method, a path no URL parser accepts
+        return UNMATCHED_ROUTE
+    return rule.rule
+
+
 def metrics() -> Metrics:
     return current_app.extensions["whisper_api.metrics"]
 

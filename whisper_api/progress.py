@@ -35,7 +35,7 @@ class JobProgress:
     status: str = QUEUED
     units_done: int = 0
     units_total: int = 0
-    started: float | None = None  # when the model began it (its first report)
+    started: float | None = None  # when it took the model (the engine's first report, before speech detection)
     finished: float | None = None
     logged_step: int = 0  # tenths already logged
     stage: str = TRANSCRIBING
@@ -48,6 +48,12 @@ class JobProgress:
         if self.units_total <= 0:
             return 0.0
         return min(1.0, self.units_done / self.units_total)
+
+    @property
+    def queue_seconds(self) -> float:
+        """Seconds waiting for the model (until now while it still waits)."""
+        end = self.started if self.started is not None else (self.finished or time.monotonic())
+        return max(0.0, end - self.submitted)
 
     @property
     def processing_seconds(self) -> float | None:
@@ -68,6 +74,7 @@ class JobProgress:
             "units_total": self.units_total,
             "progress": round(self.fraction, 4),
             "elapsed_seconds": round((self.finished or now) - self.submitted, 2),
+            "queue_seconds": round(self.queue_seconds, 2),
             "processing_seconds": None if self.processing_seconds is None else round(self.processing_seconds, 2),
             "stage": self.stage,
             "diarization_seconds": self.diarization_seconds_now(now),
@@ -99,6 +106,14 @@ class ProgressBoard:
             self._jobs.move_to_end(request_id)
             self._forget_old()
         return lambda done, total: self.report(request_id, done, total)
+
+    def mark_running(self, request_id: str) -> None:
+        """The job holds the model from now (its first report comes after speech detection)."""
+        with self._lock:
+            job = self._jobs.get(request_id)
+            if job is not None and job.finished is None and job.started is None:
+                job.started = time.monotonic()
+                job.status = RUNNING
 
     def report(self, request_id: str, done: int, total: int) -> None:
         with self._lock:

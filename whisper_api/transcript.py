@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cancellation import Cancellation
+
 
 @dataclass(frozen=True)
 class KnownSpeaker:
@@ -28,6 +30,10 @@ class TranscriptionJob:
     known_speakers: tuple[KnownSpeaker, ...] = field(default=(), compare=False, repr=False)
     # (units done, units total) as decoding goes: once (0, total), then after each window/chunk
     on_progress: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
+    # called once the job holds the model (before speech detection, which takes seconds on long audio)
+    on_start: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    # asked between decoding steps and chunk batches: a client that hung up, a server shutting down
+    cancellation: Cancellation | None = field(default=None, compare=False, repr=False)
 
     @property
     def duration(self) -> float:
