@@ -315,6 +315,8 @@ def check_field_lengths(form: MultiDict) -> None:
     """An oversized text field is a 400 naming it, whichever field it is."""
     for name, value in form.items(multi=True):
         limit = MAX_PROMPT_CHARACTERS if name == "prompt" else MAX_FIELD_CHARACTERS
+        if name in known_speakers.REFERENCE_FIELDS:  # data URLs of audio clips, checked as audio
+            limit = known_speakers.MAX_FORM_FIELD_BYTES
         if len(value) > limit:
             raise invalid_field(name[:100], f"The '{name[:100]}' field is too long: at most {limit} characters.")
 
