@@ -27,7 +27,6 @@ MAX_NAME_CHARACTERS = 64
 # (10 s of 48 kHz stereo float WAV is 5.1 MB in base64); Flask's default of 500 kB would cut
 # even 10 s of 16 kHz WAV short with a 413.
 MAX_FORM_FIELD_BYTES = 8 * 1024 * 1024
-REFERENCE_FIELDS = (f"{REFERENCES}[]", REFERENCES)  # the only text fields longer than a prompt
 DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)?(?P<parameters>(;[\w.+-]+=[^;,]*)*);base64,(?P<data>.*)$",
                       re.DOTALL)
 

@@ -42,6 +42,8 @@ API_VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 MAX_PROMPT_CHARACTERS = 4000
 # Every other text field holds a name, a code or a number.
 MAX_FIELD_CHARACTERS = 1000
+# the fields that may be longer: a prompt, and a known speaker's reference clip (a data URL)
+FIELD_CHARACTER_LIMITS = {"prompt": MAX_PROMPT_CHARACTERS, known_speakers.REFERENCES: known_speakers.MAX_FORM_FIELD_BYTES}
 
 
 def settings() -> Settings:
@@ -314,9 +316,7 @@ def deployment_from_model_field(openai_style: bool) -> DeploymentSettings:
 def check_field_lengths(form: MultiDict) -> None:
     """An oversized text field is a 400 naming it, whichever field it is."""
     for name, value in form.items(multi=True):
-        limit = MAX_PROMPT_CHARACTERS if name == "prompt" else MAX_FIELD_CHARACTERS
-        if name in known_speakers.REFERENCE_FIELDS:  # data URLs of audio clips, checked as audio
-            limit = known_speakers.MAX_FORM_FIELD_BYTES
+        limit = FIELD_CHARACTER_LIMITS.get(name.removesuffix("[]"), MAX_FIELD_CHARACTERS)
         if len(value) > limit:
             raise invalid_field(name[:100], f"The '{name[:100]}' field is too long: at most {limit} characters.")
 
