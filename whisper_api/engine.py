@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from .audio import decode
+from .backlog import Backlog
+from .cancellation import CLIENT_DISCONNECTED, JobCancelled
 from .config import ModelSettings
 from .devices import DeviceChoice, bfloat16_is_native, choose_device, dtype_problem, release_memory, resolve_dtype
 from .inference.decoder import Decoder
@@ -19,7 +22,7 @@ from .inference.long_form import ClipDecoding, SequentialStrategy, VadStrategy
 from .inference.model import TORCH_DTYPES, LoadedModel, ModelLoadError
 from .inference.vad import SpeechDetector, VadOptions
 from .languages import UnsupportedLanguage, UnsupportedTask
-from .model_queue import ModelQueue
+from .model_queue import Cancelled, ModelQueue
 from .model_source import resolve_model_path
 from .transcript import Transcript, TranscriptionJob
 
@@ -67,7 +70,8 @@ class Engine:
         self.settings = settings
         self.device = device
         self.model = model
-        self.queue = ModelQueue(max_queue)
+        self.backlog = Backlog()
+        self.queue = ModelQueue(max_queue, retry_after=self.backlog.retry_after)
         self.decoder = decoder or Decoder(model)
         self.detector = detector or SpeechDetector(vad_options(settings))
         if self.detector.options != vad_options(settings):
@@ -119,6 +123,21 @@ class Engine:
             engine.warm_up()
         return engine
 
+    @contextmanager
+    def _turn(self, job: TranscriptionJob) -> Iterator[None]:
+        """Hold the model for the job. From then on its progress says `running` (speech detection
+        on a long file takes seconds before the first chunk is decoded)."""
+        cancellation = job.cancellation
+        try:
+            with self.queue.turn(cancellation.is_cancelled if cancellation is not None else None):
+                if cancellation is not None:
+                    cancellation.running = True
+                if job.on_start is not None:
+                    job.on_start()
+                yield
+        except Cancelled:  # only the wait raises it: the decoding loop raises JobCancelled itself
+            raise JobCancelled((cancellation and cancellation.reason) or CLIENT_DISCONNECTED) from None
+
     @property
     def supported_languages(self) -> set[str]:
         return {"en"} if self.model.english_only else set(self.model.tokens.languages)
@@ -134,15 +153,17 @@ class Engine:
         log.info("warm-up: %.1f s of speech transcribed in %.2f s (%d segments)", transcript.duration,
                  time.perf_counter() - started, len(transcript.segments))
 
-    def transcribe(self, job: TranscriptionJob, cancelled: Callable[[], bool] | None = None) -> Transcript:
-        """Run one job on the model; raises QueueFull at once when too many wait, Cancelled when
-        `cancelled()` turns true while waiting. A failure inside inference frees device memory and
-        leaves the model ready for the next job."""
+    def transcribe(self, job: TranscriptionJob) -> Transcript:
+        """Run one job on the model; raises QueueFull at once when too many wait, JobCancelled when
+        the job's cancellation turns true while it waits or between its decoding steps. A failure
+        or cancellation inside inference frees device memory and leaves the model ready for the
+        next job."""
         if job.language is not None and job.language not in self.supported_languages:
             raise UnsupportedLanguage(job.language, english_only=self.model.english_only)
         if job.task == "translate" and self.model.english_only:
             raise UnsupportedTask("translate")
-        with self.queue.turn(cancelled):
+        with self.backlog.job(job.duration) as backlog_entry, self._turn(job):
+            backlog_entry.start()
             try:
                 # no_grad, not PyTorch's inference mode: torch-directml cannot move tensors to its
                 # device in inference mode ("Cannot set version_counter for inference tensor")

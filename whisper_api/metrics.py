@@ -64,6 +64,10 @@ class Metrics:
             "whisper_api_real_time_factor", "Model time divided by audio duration, per job (below 1 is faster than real time).",
             ["deployment"], buckets=REAL_TIME_FACTOR_BUCKETS, registry=registry,
         )
+        self.diarization_seconds = Histogram(
+            "whisper_api_diarization_seconds", "Time speaker labelling took after a transcription (CPU).",
+            ["deployment"], buckets=LATENCY_BUCKETS, registry=registry,
+        )
         self.rejected = Counter(
             "whisper_api_queue_rejections", "Requests refused with 429 because the model's queue was full.",
             ["deployment"], registry=registry,
@@ -107,6 +111,9 @@ class Metrics:
         if job.audio_seconds > 0:
             self.real_time_factor.labels(job.deployment).observe(processing / job.audio_seconds)
 
+    def observe_diarization(self, deployment: str, seconds: float) -> None:
+        self.diarization_seconds.labels(deployment).observe(seconds)
+
     def observe_rejection(self, deployment: str) -> None:
         self.rejected.labels(deployment).inc()
 
@@ -117,6 +124,15 @@ def resident_memory_bytes() -> float:
     except ImportError:  # the gauge reads NaN rather than failing the scrape
         return float("nan")
     return float(psutil.Process(os.getpid()).memory_info().rss)
+
+
+def route_of(app: Flask, path: str, method: str) -> str:
+    """The route pattern `path` matches (a label, for responses the app itself never produced)."""
+    try:
+        rule, _ = app.url_map.bind("localhost").match(path, method, return_rule=True)
+    except Exception:  # not found, wrong method, a path no URL parser accepts
+        return UNMATCHED_ROUTE
+    return rule.rule
 
 
 def metrics() -> Metrics:

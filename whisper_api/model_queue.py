@@ -8,7 +8,6 @@ line (Cancelled), so abandoned requests never run the model.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,19 +22,19 @@ class QueueFull(RuntimeError):
 
 
 class Cancelled(RuntimeError):
-    """The job's client disconnected while it waited."""
+    """The job was cancelled (its client disconnected, the server is stopping) while it waited."""
 
 
 class ModelQueue:
     """First come, first served: jobs take the model in the order they arrived (a plain lock
     lets a newcomer overtake a job that has waited for minutes)."""
 
-    def __init__(self, max_waiting: int) -> None:
+    def __init__(self, max_waiting: int, retry_after: Callable[[], int] = lambda: 1) -> None:
         self.max_waiting = max_waiting
+        self.retry_after = retry_after  # seconds a refused client should wait (the engine's backlog)
         self._condition = threading.Condition()
         self._line: deque[object] = deque()  # tickets of waiting jobs, oldest first
         self._running = False
-        self.average_job_seconds = 5.0  # updated from real jobs
 
     @property
     def waiting(self) -> int:
@@ -50,6 +49,8 @@ class ModelQueue:
                 raise QueueFull(self.retry_after())
             self._line.append(ticket)
             try:
+                if cancelled is not None and cancelled():  # cancelled before it even queued
+                    raise Cancelled()
                 while self._running or self._line[0] is not ticket:
                     self._condition.wait(POLL_SECONDS)
                     if cancelled is not None and cancelled():
@@ -60,18 +61,12 @@ class ModelQueue:
                 raise
             self._line.popleft()
             self._running = True
-        started = time.perf_counter()
         try:
             yield
         finally:
-            elapsed = time.perf_counter() - started
             with self._condition:
-                self.average_job_seconds = 0.8 * self.average_job_seconds + 0.2 * elapsed
                 self._running = False
                 self._condition.notify_all()
-
-    def retry_after(self) -> int:
-        return max(1, round(self.average_job_seconds * (len(self._line) + 1)))
 
     def busy(self) -> bool:
         return self._running

@@ -13,11 +13,12 @@ token from the logits after the rules, averaged over the tokens plus end-of-text
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
+from ..cancellation import Cancellation, raise_if_cancelled
 from .forward import Cache, TextDecoder
 from .model import LoadedModel
 from .rules import DecodingRules, NEGATIVE_INFINITY, TimestampState
@@ -38,6 +39,8 @@ class DecodingRequest:
     min_new_tokens: int = 0  # benchmarks only: end-of-text is forbidden before this many tokens
     # a row whose text loops is stopped early once it fails this check (it would fail it anyway)
     compression_ratio_threshold: float = 2.4
+    # checked before every step: a cancelled job leaves the model within one step
+    cancellation: Cancellation | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ class Sampling:
         heads = decoder.alignment_heads if request.word_timestamps else None
         live = LiveRows(rows, end_of_text, rules.timestamp_begin)
         for step in range(request.max_new_tokens):
+            raise_if_cancelled(request.cancellation)
             forbid_end_of_text = step < request.min_new_tokens
             if step == 0:
                 forbidden = rules.forbidden(0, state)
@@ -297,6 +301,7 @@ class BeamSearch:
         vocabulary = decoder.vocabulary_size
         chosen = torch.empty(0)
         for step in range(request.max_new_tokens):
+            raise_if_cancelled(request.cancellation)
             if step > 0:
                 logits, _ = decoder.forward.step(chosen, position, cache)
                 logits = logits.float()
