@@ -153,13 +153,15 @@ def transcribe_with_progress(job: TranscriptionJob, deployment: DeploymentSettin
             replace(job, on_progress=reporter), cancelled=request.environ.get("waitress.client_disconnected")
         )
         succeeded = True
+        metrics().observe_model_time(deployment.name, transcript.model_seconds)
     except UnsupportedLanguage as error:
         raise invalid_field("language", f"The model does not support language {error}.") from None
     except QueueFull as error:
         metrics().observe_rejection(deployment.name)
         raise too_many_requests(deployment.name, error.retry_after_seconds) from None
     except Cancelled:
-        raise ApiError(499, "client_closed_request", "The client closed the connection while waiting.") from None
+        raise ApiError(499, "client_closed_request", "The client closed the connection before the transcription "
+                       "finished.") from None
     finally:
         record = board.finish(g.request_id, succeeded)
         if succeeded and record is not None:
