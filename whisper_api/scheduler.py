@@ -245,7 +245,9 @@ class Scheduler:
         with self._condition:
             for job in gone:
                 self._jobs.remove(job)
-            candidates = [job for job in self._jobs if self._has_work(job)]
+            live = self._live_counts()
+            candidates = [job for job in self._jobs if job.error is None
+                          and (job.calls or job.encodes or job.waiting or live.get(id(job)))]
             if not candidates:
                 self._condition.wait(POLL_SECONDS)
                 return
@@ -290,14 +292,9 @@ class Scheduler:
                 job.error = Cancelled()
                 log.info("job %s: its client hung up; its rows leave the batch", job.name)
 
-    def _has_work(self, job: Job) -> bool:
-        if job.error is not None:
-            return False
-        return bool(job.calls or job.encodes or job.waiting or self._live_rows(job))
-
-    def _live_rows(self, job: Job) -> int:
-        return sum(1 for group in self._groups.values() for work in group.works
-                   if work.owner is job and not work.finished)
+    def _live_counts(self) -> Counter[int]:
+        """Rows still decoding, by job."""
+        return Counter(id(work.owner) for group in self._groups.values() for work in group.works if not work.finished)
 
     def _held_rows(self, job: Job) -> int:
         return sum(1 for group in self._groups.values() for work in group.works if work.owner is job)
@@ -383,7 +380,8 @@ class Scheduler:
             if not work.delivered and work.owner.error is None:
                 work.delivered = True
                 work.deliver(work, result)
-        self._condition.notify_all()
+        if results:  # waking every waiting thread at every step would cost the step its time
+            self._condition.notify_all()
 
     def _admit(self, group: DecodingGroup) -> None:
         """Waiting rows of `group`'s kind join it, each job up to its fair share of the batch;
@@ -403,7 +401,8 @@ class Scheduler:
                 self._park_over_share(group, shares, wanting)
                 free = self.max_batch_rows - sum(len(other) for other in self._groups.values())
             admitted: list[tuple[Job, RowWork | Rows]] = []
-            counts = {id(job): self._held_rows(job) for job in wanting}
+            held_by = Counter(id(work.owner) for other in self._groups.values() for work in other.works)
+            counts = {id(job): held_by.get(id(job), 0) for job in wanting}
             progress = True
             while free > 0 and progress:
                 progress = False
@@ -451,7 +450,8 @@ class Scheduler:
 
     def _shares(self) -> dict[int, int]:
         """Each job's fair share of the batch's rows: even, up to what it has to decode."""
-        demand = {id(job): min(job.max_rows, self._live_rows(job) + len(job.waiting))
+        live = self._live_counts()
+        demand = {id(job): min(job.max_rows, live.get(id(job), 0) + len(job.waiting))
                   for job in self._jobs if job.error is None}
         shares = dict.fromkeys(demand, 0)
         left = self.max_batch_rows
