@@ -250,7 +250,7 @@ def test_a_batch_of_several_jobs_keeps_the_directml_rules(shared, clips):
             transcript = shared.transcribe(job(clips[fields.pop("clip")], **fields))
         return rules, transcript
 
-    results = concurrently(checked, [{"clip": 0}, {"clip": 2, "word_timestamps": True}, {"clip": 1, "temperature": 0.4}])
+    results = concurrently(checked, [{"clip": 0}, {"clip": 2}, {"clip": 1, "word_timestamps": True}])
     assert sum(count for jobs, count in scheduler.steps_by_jobs.items() if jobs > 1) > before
     for rules, transcript in results:
         assert transcript.text
@@ -276,7 +276,17 @@ def test_concurrent_requests_get_their_solo_answers_through_the_server(server, c
     alone = [post(server, samples).json() for samples in clips]
     together = concurrently(lambda samples: post(server, samples), clips)
     assert [response.status_code for response in together] == [200] * len(clips)
-    assert [response.json()["segments"] for response in together] == [body["segments"] for body in alone]
+    for response, body in zip(together, alone):
+        assert response.json()["text"] == body["text"]
+        assert [heard_segment(segment) for segment in response.json()["segments"]] == \
+            [heard_segment(segment) for segment in body["segments"]]
+        # scores are sums over the same tokens, computed in batches of other sizes: equal to rounding
+        assert [segment["avg_logprob"] for segment in response.json()["segments"]] == \
+            pytest.approx([segment["avg_logprob"] for segment in body["segments"]], abs=1e-4)
+
+
+def heard_segment(segment: dict) -> tuple:
+    return segment["start"], segment["end"], segment["text"], tuple(segment["tokens"]), segment["temperature"]
 
 
 def test_a_request_that_hangs_up_while_running_frees_its_rows_for_the_others(server, shared, long_clip, clips):
