@@ -86,3 +86,42 @@ def test_a_single_closing_timestamp_before_more_speech_does_not_consume_the_wind
 def test_a_single_closing_timestamp_with_nothing_after_it_consumes_the_window():
     regions = [SpeechRegion(0.0, 8.0), SpeechRegion(40.0, 45.0)]
     assert SequentialStrategy.consumed(single_timestamp_text(8.0), 3000, 0.0, regions) == 3000
+
+
+class ScriptedDecoder:
+    """Answers the sequential loop's windows in turn with scripted tokens and keeps the prefix each
+    was decoded with: what the loop puts in the next window's prompt is under test, not the model."""
+
+    def __init__(self, engine, windows: list[list[int]]) -> None:
+        self.tokens = engine.decoder.tokens
+        self.windows = windows
+        self.prefixes: list[tuple[int, ...]] = []
+
+    def decode(self, encoded, request, frames, generator=None):
+        from whisper_api.inference.decoder import Decoded
+
+        self.prefixes.append(request.prefix)
+        tokens = self.windows[min(len(self.prefixes) - 1, len(self.windows) - 1)]
+        return [Decoded(list(tokens), -0.3, 0.01, request.temperature, 1.2)]
+
+
+def test_the_next_window_is_prompted_with_closed_segments_only(engine):
+    """openai/whisper adds the closed segments' tokens to the context; the text after the last
+    pair is decoded again in the next window, so its prompt must not hold it already."""
+    from tests.support.speech import MEETING_SENTENCES, concatenate, japanese_speech
+    from whisper_api.inference.fallback import FallbackDecoder, QualityOptions
+    from whisper_api.inference.long_form import ClipDecoding
+    from whisper_api.transcript import TranscriptionJob
+
+    model = engine.model
+    begin = model.tokens.timestamp_begin
+    closed = [begin, *model.text_tokens("本日の会議を始めます。"), begin + 500]
+    open_tail = [begin + 500, *model.text_tokens("次の議題は")]  # no timestamp closes it
+    scripted = ScriptedDecoder(engine, [closed + open_tail, []])
+    clip = ClipDecoding(model, engine.decoder, FallbackDecoder(scripted, QualityOptions()), engine.detector)
+    audio, _ = concatenate(*[japanese_speech(text) for text in MEETING_SENTENCES * 3], gap_seconds=0.5)
+    language, segments = SequentialStrategy(clip).transcribe(TranscriptionJob(samples=audio, language="ja"))
+    assert len(scripted.prefixes) >= 2
+    start = model.tokens.transcript_start("ja", "transcribe")
+    assert scripted.prefixes[1] == (model.tokens.start_of_previous, *closed, *start)
+    assert segments[0].text == model.decode_text(closed)

@@ -72,6 +72,18 @@ def test_doctor_on_cpu_reports_versions_device_model_and_a_real_transcription(tm
     assert not re.search(r"^\S.* (INFO|WARNING) ", output, re.M), "a log line inside the report"
 
 
+def test_doctor_on_an_english_only_model_transcribes_the_english_clip(tmp_path, capsys, monkeypatch):
+    from tests.support.whisper_checkpoint import ensure_whisper_tiny_en
+
+    without_directml(monkeypatch)
+    exit_code, output = run_doctor(capsys, write_config(tmp_path, str(ensure_whisper_tiny_en())))
+    assert exit_code == 0, output
+    assert "English-only" in output and "en_jfk.mp3" in output
+    expected = model_check.ENGLISH_CLIP_TEXT_PATH.read_text(encoding="utf-8").strip()
+    assert character_error_rate(expected.lower(), heard_text(output).lower()) <= 0.2
+    assert "PROBLEM" not in output
+
+
 def test_doctor_lists_directml_adapters_with_memory_and_runs_the_model_on_directml(tmp_path, capsys, monkeypatch, model_dir):
     use_directml_double(monkeypatch, "two_adapters")
     exit_code, output = run_doctor(capsys, write_config(tmp_path, str(model_dir), device="auto"))

@@ -13,10 +13,11 @@ from whisper_api.repetition import loops_at_the_end
 END_OF_TEXT, TIMESTAMP_BEGIN = 50257, 50364
 
 
-def feed(rows: LiveRows, per_row: list[list[int]], sums: np.ndarray) -> None:
+def feed(rows: LiveRows, per_row: list[list[int]], sums: np.ndarray, engine) -> None:
+    fails_compression = engine.decoder.compression_check(2.4)
     for step in range(max(len(tokens) for tokens in per_row)):
         rows.record(np.array([tokens[step] if step < len(tokens) else END_OF_TEXT for tokens in per_row])[rows.in_batch])
-        rows.stop_loops(lambda: sums[: len(rows.in_batch)])
+        rows.stop_loops(lambda: sums[: len(rows.in_batch)], fails_compression)
 
 
 def test_a_looping_row_stops_at_its_loop_and_keeps_its_score_so_far(engine):
@@ -24,7 +25,7 @@ def test_a_looping_row_stops_at_its_loop_and_keeps_its_score_so_far(engine):
     looping = [TIMESTAMP_BEGIN] + phrase * 12
     speaking = [TIMESTAMP_BEGIN] + list(range(100, 160))
     rows = LiveRows(2, END_OF_TEXT, TIMESTAMP_BEGIN)
-    feed(rows, [looping, speaking], np.array([-3.0, -5.0]))
+    feed(rows, [looping, speaking], np.array([-3.0, -5.0]), engine)
     assert rows.looped == [True, False]
     assert len(rows.tokens[0]) < len(looping)  # stopped once the loop was certain
     assert rows.tokens[0] == looping[: len(rows.tokens[0])]
@@ -46,6 +47,16 @@ def test_finished_rows_leave_the_batch_with_their_tokens_and_scores():
     rows.finish_sums(np.array([-1.5, -3.5, -4.5]))
     assert rows.tokens == [[1], [], [2, 4], [3, 5]]
     assert rows.sums == [-1.5, -2.0, -3.5, -4.5]
+
+
+@pytest.mark.parametrize("text", [" Go! Go! Go! Go! Go! Go! Go!", " No, no, no, no, no, no, no."])
+def test_a_repeated_phrase_that_passes_the_compression_check_decodes_on(engine, text):
+    """People repeat themselves: a row is stopped only on a loop that fails the check anyway."""
+    repeated = [TIMESTAMP_BEGIN] + engine.model.tokenizer.encode(text, add_special_tokens=False)
+    rows = LiveRows(1, END_OF_TEXT, TIMESTAMP_BEGIN)
+    feed(rows, [repeated + [TIMESTAMP_BEGIN + 150]], np.array([-1.0]), engine)
+    assert rows.looped == [False]
+    assert rows.tokens[0] == repeated + [TIMESTAMP_BEGIN + 150]
 
 
 @pytest.mark.parametrize("text", ["はい、はい、はい。", "もしもし、聞こえますか。もしもし。", "ラララ、ラララ、ラララ。"])

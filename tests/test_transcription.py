@@ -78,3 +78,20 @@ def test_silence_produces_no_invented_text(engine):
     transcript = engine.transcribe(TranscriptionJob(samples=silence(10.0), language="ja"))
     assert transcript.text == ""
     assert transcript.segments == []
+
+
+@pytest.mark.parametrize("strategy", ["vad", "sequential"])
+def test_openai_whispers_own_expectations_on_the_jfk_clip(engine, strategy):
+    """openai/whisper's tests/test_transcribe.py, on the same clip and the same base weights."""
+    audio = decode((FIXTURES / "en_jfk.wav").read_bytes())
+    transcript = engine.with_settings(strategy=strategy).transcribe(
+        TranscriptionJob(samples=audio.samples, language="en", word_timestamps=True))
+    text = transcript.text.lower()
+    assert "my fellow americans" in text and "your country" in text and "do for you" in text
+    assert transcript.words
+    for word in transcript.words:
+        assert word.start < word.end, word
+    americans = next(word for word in transcript.words if word.word.strip(" ,.").lower() == "americans")
+    assert americans.start <= 1.8 <= americans.end
+    for segment in transcript.segments:  # with words on, a segment spans exactly its words
+        assert (segment.start, segment.end) == (segment.words[0].start, segment.words[-1].end)

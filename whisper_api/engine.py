@@ -17,7 +17,7 @@ from .inference.fallback import FallbackDecoder, QualityOptions
 from .inference.long_form import ClipDecoding, SequentialStrategy, VadStrategy
 from .inference.model import TORCH_DTYPES, LoadedModel, ModelLoadError
 from .inference.vad import SpeechDetector, VadOptions
-from .languages import UnsupportedLanguage
+from .languages import UnsupportedLanguage, UnsupportedTask
 from .model_queue import ModelQueue
 from .model_source import resolve_model_path
 from .scheduler import ScheduledDecoder
@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "EngineInfo", "ModelLoadError", "resolve_strategy", "default_batch_rows"]
 
-WARMUP_CLIP = Path(__file__).resolve().parent / "assets" / "doctor_ja.ogg"
+ASSETS = Path(__file__).resolve().parent / "assets"
+# (clip, language) the warm-up transcribes: Japanese, or English on an English-only model
+WARMUP_CLIPS = {False: (ASSETS / "doctor_ja.ogg", "ja"), True: (ASSETS / "en_jfk.mp3", "en")}
 # `[server] max_batch_rows = auto`: rows one decoding step takes, by device. A discrete GPU runs a
 # step of 24 rows in about the time of one; a CPU shares reading the weights among 8; the 780M
 # holds the batch's caches in memory Windows shares, so fewer.
@@ -48,6 +50,7 @@ class EngineInfo:
     attention: str
     load_seconds: float
     strategy: str = "vad"
+    english_only: bool = False  # an `.en` checkpoint: English only, no translation
 
 
 def resolve_strategy(requested: str, device_kind: str) -> str:
@@ -100,6 +103,7 @@ class Engine:
             attention=model.attention,
             load_seconds=round(load_seconds, 2),
             strategy=self.strategy,
+            english_only=model.english_only,
         )
 
     def with_settings(self, max_queue: int | None = None, max_concurrent_jobs: int | None = None,
@@ -129,21 +133,25 @@ class Engine:
                      max_concurrent_jobs=max_concurrent_jobs, max_batch_rows=max_batch_rows)
         log.info("model %s loaded on %s (%s) in %.1f s", settings.name, device.kind, settings.dtype,
                  engine.info.load_seconds)
+        if model.english_only:
+            log.info("model %s is English-only: requests for other languages and translations get a 400",
+                     settings.name)
         if settings.warmup:
             engine.warm_up()
         return engine
 
     @property
     def supported_languages(self) -> set[str]:
-        return set(self.model.tokens.languages)
+        return {"en"} if self.model.english_only else set(self.model.tokens.languages)
 
     def warm_up(self) -> None:
-        """Transcribe the shipped Japanese clip on the path requests take, so that kernels are
-        compiled and memory allocated before a user waits for them (silence would be skipped
-        before the model ever ran)."""
+        """Transcribe a shipped clip on the path requests take, so that kernels are compiled and
+        memory allocated before a user waits for them (silence would be skipped before the model
+        ever ran): Japanese, or English on an English-only model."""
         started = time.perf_counter()
-        samples = decode(WARMUP_CLIP.read_bytes()).samples
-        transcript = self.transcribe(TranscriptionJob(samples=samples, language="ja"))
+        clip, language = WARMUP_CLIPS[self.model.english_only]
+        samples = decode(clip.read_bytes()).samples
+        transcript = self.transcribe(TranscriptionJob(samples=samples, language=language))
         log.info("warm-up: %.1f s of speech transcribed in %.2f s (%d segments)", transcript.duration,
                  time.perf_counter() - started, len(transcript.segments))
 
@@ -152,7 +160,9 @@ class Engine:
         Cancelled when `cancelled()` turns true while it waits or runs. A failure inside inference
         fails this job only: its rows leave the batch, device memory is freed, other jobs go on."""
         if job.language is not None and job.language not in self.supported_languages:
-            raise UnsupportedLanguage(job.language)
+            raise UnsupportedLanguage(job.language, english_only=self.model.english_only)
+        if job.task == "translate" and self.model.english_only:
+            raise UnsupportedTask("translate")
         with self.queue.turn(cancelled):
             with self.scheduler.job(cancelled=cancelled, max_rows=self.settings.batch_size) as handle:
                 try:

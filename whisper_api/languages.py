@@ -129,7 +129,17 @@ CODES_BY_NAME: dict[str, str] = {name: code for code, name in LANGUAGE_NAMES.ite
 
 
 class UnsupportedLanguage(ValueError):
-    """A Whisper language the loaded model has no token for (e.g. Cantonese on a pre-v3 model)."""
+    """A Whisper language the loaded model has no token for (e.g. Cantonese on a pre-v3 model, or
+    anything but English on an English-only model)."""
+
+    def __init__(self, language: str, english_only: bool = False) -> None:
+        super().__init__(language)
+        self.language = language
+        self.english_only = english_only
+
+
+class UnsupportedTask(ValueError):
+    """A task the loaded model cannot do: an English-only model does not translate."""
 
 
 def normalize_language(value: str) -> str | None:

@@ -16,7 +16,7 @@ from .metrics import metrics
 from .audio import SUPPORTED_FORMATS, AudioDecodeError, AudioTooLong, decode
 from .config import RESPONSE_FORMATS, DeploymentSettings, Settings
 from .errors import ApiError, deployment_not_found, invalid_field, too_many_requests, unauthorized
-from .languages import UnsupportedLanguage, normalize_language
+from .languages import UnsupportedLanguage, UnsupportedTask, normalize_language
 from .model_queue import Cancelled, QueueFull
 from .progress import ProgressBoard
 from .transcript import Transcript, TranscriptionJob
@@ -56,6 +56,7 @@ def health() -> Response:
         device_reason=info.device_reason,
         dtype=info.dtype,
         attention=info.attention,
+        english_only=info.english_only,
         deployments=sorted(settings().deployments),
     )
 
@@ -105,10 +106,10 @@ def job_progress(request_id: str) -> Response:
 def list_deployments() -> Response:
     authenticate()
     check_api_version(required=True)
-    model = engine().info.model
+    info = engine().info
     data = [
-        {"id": name, "object": "deployment", "model": model, "status": "succeeded", "owner": "organization",
-         "scale_settings": {"scale_type": "standard"}}
+        {"id": name, "object": "deployment", "model": info.model, "status": "succeeded", "owner": "organization",
+         "scale_settings": {"scale_type": "standard"}, "english_only": info.english_only}
         for name in sorted(settings().deployments)
     ]
     return jsonify(object="list", data=data)
@@ -118,8 +119,9 @@ def list_deployments() -> Response:
 @blueprint.get("/v1/models")
 def list_models() -> Response:
     authenticate()
+    english_only = engine().info.english_only
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "whisper-api"}
+        {"id": name, "object": "model", "created": 0, "owned_by": "whisper-api", "english_only": english_only}
         for name in sorted(settings().deployments)
     ]
     return jsonify(object="list", data=data)
@@ -155,7 +157,13 @@ def transcribe_with_progress(job: TranscriptionJob, deployment: DeploymentSettin
         succeeded = True
         metrics().observe_model_time(deployment.name, transcript.model_seconds)
     except UnsupportedLanguage as error:
+        if error.english_only:
+            raise invalid_field("language", f"The model {engine().info.model} is English-only: language "
+                                f"{error.language!r} is not supported; send 'en' or leave language out.") from None
         raise invalid_field("language", f"The model does not support language {error}.") from None
+    except UnsupportedTask:
+        raise invalid_field("model", f"The model {engine().info.model} is English-only: it transcribes English "
+                            "but cannot translate. Use a multilingual model for translations.") from None
     except QueueFull as error:
         metrics().observe_rejection(deployment.name)
         raise too_many_requests(deployment.name, error.retry_after_seconds) from None

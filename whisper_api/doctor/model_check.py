@@ -16,6 +16,9 @@ ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 CLIP_PATH = ASSETS_DIR / "doctor_ja.ogg"
 CLIP_TEXT_PATH = ASSETS_DIR / "doctor_ja.txt"
 CLIP_LANGUAGE = "ja"
+# An English-only model (tiny.en ... medium.en) hears the English clip instead.
+ENGLISH_CLIP_PATH = ASSETS_DIR / "en_jfk.mp3"
+ENGLISH_CLIP_TEXT_PATH = ASSETS_DIR / "en_jfk.txt"
 
 # Character error rates on the shipped clip: at or below GOOD the model heard it well; above
 # NONSENSE the transcript has little in common with the speech, which a working device and any
@@ -62,12 +65,17 @@ def report_transcription(report: Report, engine) -> None:
     from ..transcript import TranscriptionJob
 
     report.section("Transcription")
-    expected = CLIP_TEXT_PATH.read_text(encoding="utf-8").strip()
-    audio = decode(CLIP_PATH.read_bytes())
+    english_only = engine.info.english_only
+    clip, text_path, language, spoken = ((ENGLISH_CLIP_PATH, ENGLISH_CLIP_TEXT_PATH, "en", "English") if english_only
+                                         else (CLIP_PATH, CLIP_TEXT_PATH, CLIP_LANGUAGE, "Japanese"))
+    expected = text_path.read_text(encoding="utf-8").strip()
+    audio = decode(clip.read_bytes())
     device = engine.info.device
-    report.item("clip", f"{audio.duration:.1f} s of Japanese speech shipped with whisper-api ({CLIP_PATH.name})")
+    if english_only:
+        report.item("model", "English-only: no other language, no translation")
+    report.item("clip", f"{audio.duration:.1f} s of {spoken} speech shipped with whisper-api ({clip.name})")
     report.item("expected", expected)
-    job = TranscriptionJob(samples=audio.samples, language=CLIP_LANGUAGE)
+    job = TranscriptionJob(samples=audio.samples, language=language)
     timings = []
     try:
         for _ in range(1 + TIMED_RUNS):

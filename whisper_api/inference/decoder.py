@@ -36,10 +36,8 @@ class DecodingRequest:
     word_timestamps: bool = False
     max_new_tokens: int = MAX_NEW_TOKENS
     min_new_tokens: int = 0  # benchmarks only: end-of-text is forbidden before this many tokens
-
-    @property
-    def start_of_transcript_index(self) -> int:
-        return len(self.prefix) - 3
+    # a row whose text loops is stopped early once it fails this check (it would fail it anyway)
+    compression_ratio_threshold: float = 2.4
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,8 @@ class Decoder:
             cache = self.forward.new_cache(encoded, len(request.prefix) + request.max_new_tokens)
         prefix = torch.tensor([list(request.prefix)] * rows, device=self.model.device)
         hidden, _ = self.forward.prefill(prefix, cache)
-        sot = request.start_of_transcript_index
+        # the context before it holds text and timestamp tokens only: the one <|startoftranscript|>
+        sot = request.prefix.index(self.tokens.start_of_transcript)
         logits = self.forward.logits(torch.cat([hidden[:, -1], hidden[:, sot]])).float()
         # contiguous before the copy: torch-directml failed copying a sliced tensor to the host
         # ("bytes_count must be less or equal to src size", DirectML issue 348)
@@ -142,6 +141,10 @@ class Decoder:
             matrix = stacked[:, len(request.prefix) :].contiguous().cpu().numpy()
             aligned.append(replace(result, token_spans=token_times(matrix, frames[row], len(result.tokens))))
         return aligned
+
+    def compression_check(self, threshold: float):
+        """Whether tokens decode to text more repetitive than `threshold` (openai's check)."""
+        return lambda tokens: compression_ratio(self.model.decode_text(tokens)) > threshold
 
     def finish(self, request: DecodingRequest, tokens: list[int], sum_logprob: float, no_speech: float,
                alignment: np.ndarray | None, frames: int, looped: bool = False) -> Decoded:
@@ -210,7 +213,8 @@ class Sampling:
             live.record(chosen.cpu().numpy())  # the one transfer of the step
             # (not when a benchmark forces the length: a random-weight model loops at will)
             if step % LOOP_CHECK_STEPS == LOOP_CHECK_STEPS - 1 and not request.min_new_tokens:
-                live.stop_loops(lambda: (graphed.sum_logprobs if graphed else sum_logprobs).cpu().numpy())
+                live.stop_loops(lambda: (graphed.sum_logprobs if graphed else sum_logprobs).cpu().numpy(),
+                                decoder.compression_check(request.compression_ratio_threshold))
             if live.all_finished():
                 break
             if graphed is None and live.worth_compacting():

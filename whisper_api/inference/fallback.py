@@ -40,16 +40,16 @@ class FallbackDecoder:
         self.decoder = decoder
         self.options = options
 
-    def is_silence(self, result: Decoded, requested_temperature: float) -> bool:
-        """openai/whisper's rule (the model hears no speech and is unsure of what it wrote), plus
-        ours: where it hears no speech and greedy decoding already failed the checks, text sampled
-        at a higher temperature is invented."""
-        if result.no_speech_prob <= self.options.no_speech_threshold:
-            return False
-        return result.avg_logprob < self.options.logprob_threshold or result.temperature > requested_temperature
+    def is_silence(self, result: Decoded) -> bool:
+        """openai/whisper's rule: the model hears no speech and is unsure of what it wrote. Text
+        it is sure of stays, whatever temperature it came from (the no-speech probability is the
+        same at every temperature: a rule on the temperature would drop every chunk that needed a
+        fallback and then passed)."""
+        return (result.no_speech_prob > self.options.no_speech_threshold
+                and result.avg_logprob < self.options.logprob_threshold)
 
-    def needs_fallback(self, result: Decoded, requested_temperature: float) -> bool:
-        if self.is_silence(result, requested_temperature):
+    def needs_fallback(self, result: Decoded) -> bool:
+        if self.is_silence(result):
             return False  # skipped anyway: no retry
         return (result.looped or result.compression_ratio > self.options.compression_ratio_threshold
                 or result.avg_logprob < self.options.logprob_threshold)
@@ -69,7 +69,8 @@ class FallbackDecoder:
         pending = list(range(encoded.shape[0]))
         for current in schedule:
             rows = torch.tensor(pending, device=encoded.device)
-            request = DecodingRequest(prefix, current, self.options.beam_size if current == 0 else 1, word_timestamps)
+            request = DecodingRequest(prefix, current, self.options.beam_size if current == 0 else 1, word_timestamps,
+                                      compression_ratio_threshold=self.options.compression_ratio_threshold)
             if self.options.forced_new_tokens:
                 request = replace(request, max_new_tokens=self.options.forced_new_tokens,
                                   min_new_tokens=self.options.forced_new_tokens)
@@ -78,7 +79,7 @@ class FallbackDecoder:
             still: list[int] = []
             for row, result in zip(pending, decoded):
                 candidates[row].append(result)
-                if self.needs_fallback(result, temperature):
+                if self.needs_fallback(result):
                     still.append(row)
                 else:
                     passed[row] = result
@@ -88,11 +89,12 @@ class FallbackDecoder:
         end_of_text = self.decoder.tokens.end_of_text
         finished = []
         for result, tried in zip(passed, candidates):
-            if result is None:
+            if result is None:  # every temperature failed: its repeats carry nothing, keep them once
                 result = self.most_confident(tried)
-            tokens = trim_repetition(result.tokens, end_of_text)  # every temperature looped: keep it once
-            spans = result.token_spans[: len(tokens)] if result.token_spans is not None else None
-            finished.append(replace(result, tokens=tokens, token_spans=spans))
+                tokens = trim_repetition(result.tokens, end_of_text)
+                spans = result.token_spans[: len(tokens)] if result.token_spans is not None else None
+                result = replace(result, tokens=tokens, token_spans=spans)
+            finished.append(result)
         return finished
 
     def most_confident(self, tried: list[Decoded]) -> Decoded:

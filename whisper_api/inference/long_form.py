@@ -64,13 +64,16 @@ class ClipDecoding:
     def prefix(self, language: str, task: str, context: list[int]) -> tuple[int, ...]:
         tokens = self.model.tokens
         head = (tokens.start_of_previous, *context[-MAX_PROMPT_TOKENS:]) if context else ()
-        return (*head, tokens.start_of_transcript, tokens.languages[language], tokens.task(task))
+        return (*head, *tokens.transcript_start(language, task))
 
     def prompt_tokens(self, job: TranscriptionJob) -> list[int]:
         return self.model.text_tokens(" " + job.prompt.strip()) if job.prompt and job.prompt.strip() else []
 
     def detect_language(self, encoded: torch.Tensor) -> str:
-        """The language most probable over the given chunks together."""
+        """The language most probable over the given chunks together (English on an English-only
+        model, which has no language tokens to ask)."""
+        if self.model.english_only:
+            return "en"
         probabilities = self.decoder.language_probabilities(encoded).mean(dim=0)
         return list(self.model.tokens.languages)[int(probabilities.argmax())]
 
@@ -135,7 +138,7 @@ class ChunkPasses:
         )
         texts = []
         for chunk, result in zip(chunks, results):
-            if self.clip.fallback.is_silence(result, self.job.temperature):
+            if self.clip.fallback.is_silence(result):
                 texts.append(ChunkText([], False, 0.0))
             else:
                 texts.append(split_segments(self.clip.model, result, chunk.start, chunk.duration, self.language))
@@ -272,7 +275,7 @@ class SequentialStrategy:
                 log.info("window at %.1f s repeats the previous text: decoding it again without it", offset)
                 previous = []
                 result = self.decode(encoded, window_frames, language, job, prompt, previous, generator)
-            if self.clip.fallback.is_silence(result, job.temperature):
+            if self.clip.fallback.is_silence(result):
                 seek += window_frames
                 progress(min(seek, total_frames), total_frames)
                 continue
@@ -284,7 +287,9 @@ class SequentialStrategy:
                 previous_end = segments[-1].end if segments else 0.0
                 segments.append(renumbered(segment, len(segments), job.duration, previous_end))
             if self.condition_on_previous_text and result.temperature <= 0.5:
-                previous.extend(result.tokens)
+                # the closed segments only, as openai/whisper: text after the last one is decoded
+                # again in the next window, which must not find it in its prompt already
+                previous.extend(token for segment in text.segments for token in segment.tokens)
             else:
                 previous = []
             seek += max(consumed, 1)

@@ -37,27 +37,73 @@ class SpecialTokens:
     timestamp_begin: int
     no_speech: int
     start_of_previous: int
-    transcribe: int
-    translate: int
-    languages: dict[str, int]  # Whisper code -> token
+    # None on an English-only model (tiny.en ... medium.en, distil .en): its transcript opens with
+    # <|startoftranscript|> alone, with no language or task token (openai/whisper's sot_sequence)
+    transcribe: int | None
+    translate: int | None
+    languages: dict[str, int]  # Whisper code -> token; empty on an English-only model
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.languages)
 
     @classmethod
     def from_generation_config(cls, config) -> "SpecialTokens":
-        task_ids = config.task_to_id
+        """The special tokens a checkpoint's generation_config.json names; ModelLoadError naming
+        the first missing entry."""
+
+        def entry(name: str):
+            value = getattr(config, name, None)
+            if value is None:
+                raise ModelLoadError(f"generation_config.json has no {name}: not a complete Whisper checkpoint")
+            return value
+
+        no_timestamps = entry("no_timestamps_token_id")
+        common = dict(
+            start_of_transcript=entry("decoder_start_token_id"), end_of_text=entry("eos_token_id"),
+            no_timestamps=no_timestamps, timestamp_begin=no_timestamps + 1, no_speech=no_timestamps - 1,
+            start_of_previous=entry("prev_sot_token_id"),
+        )
+        if not is_multilingual(config):
+            return cls(**common, transcribe=None, translate=None, languages={})
+        task_ids = entry("task_to_id")
         return cls(
-            start_of_transcript=config.decoder_start_token_id,
-            end_of_text=config.eos_token_id,
-            no_timestamps=config.no_timestamps_token_id,
-            timestamp_begin=config.no_timestamps_token_id + 1,
-            no_speech=config.no_timestamps_token_id - 1,
-            start_of_previous=config.prev_sot_token_id,
-            transcribe=task_ids["transcribe"],
-            translate=task_ids["translate"],
-            languages={code.strip("<|>"): token for code, token in config.lang_to_id.items()},
+            **common, transcribe=task_ids["transcribe"], translate=task_ids["translate"],
+            languages={code.strip("<|>"): token for code, token in entry("lang_to_id").items()},
         )
 
-    def task(self, name: str) -> int:
-        return self.translate if name == "translate" else self.transcribe
+    def transcript_start(self, language: str, task: str) -> tuple[int, ...]:
+        """The tokens that open a transcript: <|startoftranscript|>, then the language and the
+        task where the model has them."""
+        if not self.multilingual:
+            return (self.start_of_transcript,)
+        return (self.start_of_transcript, self.languages[language],
+                self.translate if task == "translate" else self.transcribe)
+
+
+def is_multilingual(config) -> bool:
+    """transformers' own flag where the checkpoint has it; else whether it names languages."""
+    flag = getattr(config, "is_multilingual", None)
+    return bool(flag) if flag is not None else bool(getattr(config, "lang_to_id", None))
+
+
+def alignment_heads(model_config, configured) -> tuple[tuple[int, int], ...]:
+    """The (layer, head) pairs word times are read from: the checkpoint's own, or openai/whisper's
+    default (every head of the last half of the decoder's layers) where it names none or names
+    heads this model does not have. A distilled model (distil-whisper, kotoba-whisper: 2 decoder
+    layers) ships its teacher's heads (layers up to 31): they mean nothing in the student."""
+    layers, per_layer = model_config.decoder_layers, model_config.decoder_attention_heads
+    default = tuple((layer, head) for layer in range(layers // 2, layers) for head in range(per_layer))
+    if not configured:
+        return default
+    heads = tuple((int(layer), int(head)) for layer, head in configured)
+    foreign = [pair for pair in heads if not (0 <= pair[0] < layers and 0 <= pair[1] < per_layer)]
+    if foreign:
+        log.warning("the checkpoint's alignment heads name %d head(s) this model does not have (it has %d decoder "
+                    "layers of %d heads; e.g. layer %d head %d): word timestamps use every head of the last half "
+                    "of the layers instead", len(foreign), layers, per_layer, *foreign[0])
+        return default
+    return heads
 
 
 class LoadedModel:
@@ -74,16 +120,16 @@ class LoadedModel:
         self.tokens = SpecialTokens.from_generation_config(config)
         self.suppress_tokens: tuple[int, ...] = tuple(config.suppress_tokens or ())
         self.begin_suppress_tokens: tuple[int, ...] = tuple(config.begin_suppress_tokens or ())
-        heads = getattr(config, "alignment_heads", None)
-        if not heads:  # openai/whisper's default: every head of the last half of the layers
-            layers, per_layer = model.config.decoder_layers, model.config.decoder_attention_heads
-            heads = [[layer, head] for layer in range(layers // 2, layers) for head in range(per_layer)]
-        self.alignment_heads: tuple[tuple[int, int], ...] = tuple((int(layer), int(head)) for layer, head in heads)
+        self.alignment_heads = alignment_heads(model.config, getattr(config, "alignment_heads", None))
         self.max_target_positions = model.config.max_target_positions
         # (mel bins, frequencies), float32 from the start: no float64 tensor is ever made
         self._mel_filters = torch.from_numpy(np.ascontiguousarray(feature_extractor.mel_filters.T, dtype=np.float32))
         self._window = torch.hann_window(N_FFT)
         self.encoder = AudioEncoder(model, self.attention)
+
+    @property
+    def english_only(self) -> bool:
+        return not self.tokens.multilingual
 
     @property
     def attention(self) -> str:
@@ -103,6 +149,7 @@ class LoadedModel:
             )
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"cannot load model {path!r}: {error}") from None
+        SpecialTokens.from_generation_config(model.generation_config)  # before the weights go to the device
         model.to(device)
         model.eval()
         return cls(path, model, processor.tokenizer, processor.feature_extractor, device, dtype)
@@ -132,7 +179,10 @@ class LoadedModel:
         return self.encoder(mel.to(self.device, self.dtype))
 
     def text_tokens(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        """Text tokens only: a prompt that spells a special token ("<|startoftranscript|>") is
+        never read as one."""
+        return [token for token in self.tokenizer.encode(text, add_special_tokens=False)
+                if token < self.tokens.end_of_text]
 
     def decode_text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode([token for token in tokens if token < self.tokens.end_of_text])

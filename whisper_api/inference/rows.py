@@ -4,9 +4,10 @@ and which have left the batch.
 A row that has finished only repeats end-of-text; once a quarter of the batch (at least one row)
 has, the finished rows leave it: their cache rows are dropped, so every later step reads the
 encoder keys and values of the rows still decoding only (on a CPU, and on an integrated GPU, a
-step's time is the memory it reads). A row whose text has locked into a loop is stopped there
-(every LOOP_CHECK_STEPS steps): left alone it would repeat itself to the token limit and keep
-the whole batch decoding, only to fail the compression check.
+step's time is the memory it reads). A row whose text has locked into a loop that already fails
+the compression check is stopped there (every LOOP_CHECK_STEPS steps): left alone it would repeat
+itself to the token limit and keep the whole batch decoding, only to fail that check at the end.
+A repeated phrase that still passes the check ("Go! Go! Go! Go! Go!") is speech: it decodes on.
 """
 
 from __future__ import annotations
@@ -44,12 +45,15 @@ class LiveRows:
         """(rows in the batch, alignment heads, 1, frames) for the token just fed in."""
         self.weights.append((self.in_batch, weights))
 
-    def stop_loops(self, sum_logprobs: Callable[[], np.ndarray]) -> None:
-        """Stops the rows whose text ends in a loop, keeping their score so far."""
+    def stop_loops(self, sum_logprobs: Callable[[], np.ndarray], fails_compression: Callable[[list[int]], bool]
+                   ) -> None:
+        """Stops the rows whose text ends in a loop and already fails the compression check
+        (`fails_compression(tokens)`), keeping their score so far."""
         sums = None
         for position in np.flatnonzero(~self.finished):
             row = self.in_batch[position]
-            if loops_at_the_end([token for token in self.tokens[row] if token < self.timestamp_begin]):
+            if (loops_at_the_end([token for token in self.tokens[row] if token < self.timestamp_begin])
+                    and fails_compression(self.tokens[row])):
                 sums = sum_logprobs() if sums is None else sums
                 self.finished[position] = True
                 self.looped[row] = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..alignment import group_words
+from ..alignment import cut_long_words_at_sentence_ends, fit_words_to_segment, group_words, median_word_duration
 from ..transcript import Segment, Word
 from .decoder import Decoded
 from .model import LoadedModel, TIME_PRECISION
@@ -59,7 +59,24 @@ def split_segments(model: LoadedModel, result: Decoded, offset: float, duration:
             compression_ratio=result.compression_ratio, no_speech_prob=result.no_speech_prob,
             words=_words(model, result, first, last, offset, language),
         ))
-    return ChunkText(segments, single_timestamp_ending, last_timestamp, bool(boundaries))
+    return ChunkText(fitted_to_words(segments, offset), single_timestamp_ending, last_timestamp, bool(boundaries))
+
+
+def fitted_to_words(segments: list[Segment], offset: float) -> list[Segment]:
+    """With word timestamps, each segment spans its words (openai/whisper's timing rules)."""
+    words = [word for segment in segments for word in segment.words]
+    if not words:
+        return segments
+    median = median_word_duration(words)
+    words = iter(cut_long_words_at_sentence_ends(words, median))
+    fitted, last_speech = [], offset
+    for segment in segments:
+        start, end, segment_words = fit_words_to_segment(
+            segment.start, segment.end, [next(words) for _ in segment.words], median, last_speech)
+        fitted.append(replace(segment, start=start, end=end, words=segment_words))
+        if segment_words:
+            last_speech = end
+    return fitted
 
 
 def _words(model: LoadedModel, result: Decoded, first: int, last: int, offset: float, language: str) -> list[Word]:
@@ -73,11 +90,13 @@ def _words(model: LoadedModel, result: Decoded, first: int, last: int, offset: f
 
 def renumbered(segment: Segment, number: int, duration: float, previous_end: float = 0.0) -> Segment:
     """Number the segment and keep it, and its words, inside the audio, after the segment before
-    it and inside each other."""
+    it and inside each other; with words, the segment spans exactly its words."""
     end = min(max(segment.end, previous_end), duration)
     start = min(max(segment.start, previous_end), end)
     words = [
         replace(word, start=min(max(word.start, start), end), end=min(max(word.end, start), end))
         for word in segment.words
     ]
+    if words:
+        start, end = words[0].start, max(words[0].start, words[-1].end)
     return replace(segment, id=number, start=start, end=end, words=words)
