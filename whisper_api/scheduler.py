@@ -70,6 +70,7 @@ class Job:
     name: str
     cancelled: Callable[[], bool] | None
     max_rows: int  # rows of this job decoding at once (its engine's batch size)
+    cancelled_error: Callable[[], BaseException] = Cancelled  # what its thread raises once cancelled
     service: float = 0.0  # model seconds counted for fairness
     model_seconds: float = 0.0  # model time spent on this job's work (shared calls split by rows)
     error: BaseException | None = None
@@ -124,10 +125,11 @@ class Scheduler:
     # jobs
 
     @contextmanager
-    def job(self, name: str = "", cancelled: Callable[[], bool] | None = None, max_rows: int | None = None
-            ) -> Iterator[Job]:
-        """Run the block as a job: the model work its thread submits is scheduled as this job's."""
-        job = Job(name, cancelled, max(1, max_rows or self.max_batch_rows))
+    def job(self, name: str = "", cancelled: Callable[[], bool] | None = None, max_rows: int | None = None,
+            cancelled_error: Callable[[], BaseException] = Cancelled) -> Iterator[Job]:
+        """Run the block as a job: the model work its thread submits is scheduled as this job's.
+        Once `cancelled()` is true, its work stops and its thread raises `cancelled_error()`."""
+        job = Job(name, cancelled, max(1, max_rows or self.max_batch_rows), cancelled_error)
         with self._condition:
             active = [other.service for other in self._jobs]
             job.service = min(active) if active else 0.0
@@ -216,7 +218,7 @@ class Scheduler:
         while True:
             with self._condition:
                 if not future.done and job.error is None and job.cancelled is not None and job.cancelled():
-                    job.error = Cancelled()
+                    job.error = job.cancelled_error()
                 if future.done or job.error is not None:
                     break
                 if self._leader is not None:
@@ -289,7 +291,7 @@ class Scheduler:
     def _check_cancellations(self) -> None:
         for job in self._jobs:
             if job.error is None and job.cancelled is not None and job.cancelled():
-                job.error = Cancelled()
+                job.error = job.cancelled_error()
                 log.info("job %s: its client hung up; its rows leave the batch", job.name)
 
     def _live_counts(self) -> Counter[int]:
