@@ -298,8 +298,6 @@ class Scheduler:
         """Rows still decoding, by job."""
         return Counter(id(work.owner) for group in self._groups.values() for work in group.works if not work.finished)
 
-    def _held_rows(self, job: Job) -> int:
-        return sum(1 for group in self._groups.values() for work in group.works if work.owner is job)
 
     # calls
 
@@ -358,11 +356,15 @@ class Scheduler:
     def _run_step(self, group: DecodingGroup) -> None:
         self._admit(group)
         live = group.live()
-        if not live:
+        if not live:  # nothing could join it (the batch is full of other groups' rows): step one of those
             group.compact(force=True)
             if not group.works:
                 self._groups.pop(group.key, None)
-            return
+            others = [other for other in self._groups.values() if other.live()]
+            if not others:
+                return
+            group = max(others, key=lambda other: len(other.live()))
+            live = group.live()
         started = time.perf_counter()
         finished = group.step()
         elapsed = time.perf_counter() - started
@@ -403,8 +405,8 @@ class Scheduler:
                 self._park_over_share(group, shares, wanting)
                 free = self.max_batch_rows - sum(len(other) for other in self._groups.values())
             admitted: list[tuple[Job, RowWork | Rows]] = []
-            held_by = Counter(id(work.owner) for other in self._groups.values() for work in other.works)
-            counts = {id(job): held_by.get(id(job), 0) for job in wanting}
+            live = self._live_counts()  # finished rows still in a batch hold no place a job needs
+            counts = {id(job): live.get(id(job), 0) for job in wanting}
             progress = True
             while free > 0 and progress:
                 progress = False
@@ -469,23 +471,29 @@ class Scheduler:
         return shares
 
     def _park_over_share(self, group: DecodingGroup, shares: dict[int, int], wanting: list[Job]) -> None:
-        needed = sum(1 for job in wanting if self._held_rows(job) < min(shares[id(job)], job.max_rows))
+        live = self._live_counts()
+        needed = sum(1 for job in wanting if live.get(id(job), 0) < min(shares[id(job)], job.max_rows))
         if not needed:
             return
-        parked: list[RowWork] = []
+        # the newest rows of the jobs most over their share, from whichever group holds them
+        parked: dict[GroupKey, list[RowWork]] = {}
+        count = 0
         for job in sorted(self._jobs, key=lambda job: -job.service):
-            over = self._held_rows(job) - shares.get(id(job), 0)
-            rows = [work for work in group.works if work.owner is job and not work.finished]
-            for work in reversed(rows[-over:] if over > 0 else []):
-                if len(parked) >= needed:
+            over = live.get(id(job), 0) - shares.get(id(job), 0)
+            if over <= 0:
+                continue
+            rows = [(other, work) for other in self._groups.values() for work in other.works
+                    if work.owner is job and not work.finished]
+            for other, work in reversed(rows[-over:]):
+                if count >= needed:
                     break
-                parked.append(work)
-        if not parked:
-            return
-        bundle = group.park(parked)
-        for position in reversed(range(len(bundle.works))):
-            part = bundle.taken([position]) if len(bundle.works) > 1 else bundle
-            part.works[0].owner.waiting.appendleft((group.key, part))
+                parked.setdefault(other.key, []).append(work)
+                count += 1
+        for key, works in parked.items():
+            bundle = self._groups[key].park(works)
+            for position in reversed(range(len(bundle.works))):
+                part = bundle.taken([position]) if len(bundle.works) > 1 else bundle
+                part.works[0].owner.waiting.appendleft((key, part))
 
     # failures
 
