@@ -185,6 +185,24 @@ def test_rows_over_a_job_share_make_room_for_a_newcomer(engine, long_clip, clips
     assert results[1] == heard(narrow.transcribe(job(clips[2])))
 
 
+def test_a_row_of_another_group_gets_a_place_in_a_full_batch(engine, long_clip, clips):
+    """Sampled rows (a group of their own) arriving while greedy rows of another job fill the
+    batch: a greedy row is parked for them, and both jobs finish with their solo text."""
+    narrow = Engine(replace(engine.settings, batch_size=0), engine.device, engine.model, 0.0, max_queue=4,
+                    detector=engine.detector, max_concurrent_jobs=4, max_batch_rows=2)
+    scheduler = narrow.scheduler
+    alone = [heard(narrow.transcribe(job(long_clip))), heard(narrow.transcribe(job(clips[1], temperature=0.4)))]
+    steps = sum(scheduler.rows_per_step.values())
+
+    def run(samples):
+        if samples is long_clip:
+            return heard(narrow.transcribe(job(samples)))
+        wait_until_decoding(scheduler, steps)
+        return heard(narrow.transcribe(job(samples, temperature=0.4)))
+
+    assert concurrently(run, [long_clip, clips[1]]) == alone
+
+
 # ------------------------------------------------------------------ one job's failure or hang-up
 
 
