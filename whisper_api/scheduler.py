@@ -9,8 +9,10 @@ The model lock is held by whichever job thread is scheduling: a thread waiting o
 the lock when no one holds it and runs the loop for every job until its own work is done, then
 hands over (so a request's model work runs in a request's thread, under whatever that thread
 watches it with). Each turn of the loop is one model call, chosen fairly: the job with the least
-model time so far goes first (a newcomer starts level with the least served), so a 10 s request
-that arrives during an hour-long one is served at once and in step with it, not after it.
+model time so far goes first (a newcomer starts level with the least served, less a credit), so a 10 s request
+that arrives during an hour-long one is served at once and in step with it, not after it. A
+newcomer starts a little ahead (NEWCOMER_CREDIT_SECONDS): a short request is done before it has
+to take turns.
 
 - Encoder calls take pieces from every job waiting for one, the least served first, up to
   `encoder_rows` (on a CPU one piece a call: batching buys nothing there, and a short call lets
@@ -49,6 +51,9 @@ from .model_queue import Cancelled
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
+# A newcomer starts this many model seconds ahead of the least served job (never below zero):
+# a short request runs at once, ahead of a long one, until it has had that much more model time.
+NEWCOMER_CREDIT_SECONDS = 10.0
 _current_job: contextvars.ContextVar["Job | None"] = contextvars.ContextVar("whisper_api_job", default=None)
 
 
@@ -131,8 +136,8 @@ class Scheduler:
         Once `cancelled()` is true, its work stops and its thread raises `cancelled_error()`."""
         job = Job(name, cancelled, max(1, max_rows or self.max_batch_rows), cancelled_error)
         with self._condition:
-            active = [other.service for other in self._jobs]
-            job.service = min(active) if active else 0.0
+            active = [other.service for other in self._jobs if other.error is None]
+            job.service = max(0.0, min(active) - NEWCOMER_CREDIT_SECONDS) if active else 0.0
             self._jobs.append(job)
         token = _current_job.set(job)
         try:
@@ -253,7 +258,7 @@ class Scheduler:
             if not candidates:
                 self._condition.wait(POLL_SECONDS)
                 return
-            job = min(candidates, key=lambda candidate: candidate.service)
+            job = min(candidates, key=lambda candidate: (candidate.service, candidate.model_seconds))
             if job.calls:
                 action, involved = self._run_call, [job]
                 argument: Any = job.calls.popleft()
