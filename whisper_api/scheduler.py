@@ -9,10 +9,9 @@ The model lock is held by whichever job thread is scheduling: a thread waiting o
 the lock when no one holds it and runs the loop for every job until its own work is done, then
 hands over (so a request's model work runs in a request's thread, under whatever that thread
 watches it with). Each turn of the loop is one model call, chosen fairly: the job with the least
-model time so far goes first (a newcomer starts level with the least served, less a credit), so a 10 s request
-that arrives during an hour-long one is served at once and in step with it, not after it. A
-newcomer starts a little ahead (NEWCOMER_CREDIT_SECONDS): a short request is done before it has
-to take turns.
+model time so far goes first, and a newcomer starts a little ahead of the least served
+(NEWCOMER_CREDIT_SECONDS), so a 10 s request that arrives during an hour-long one is served at
+once, beside it, not after it.
 
 - Encoder calls take pieces from every job waiting for one, the least served first, up to
   `encoder_rows` (on a CPU one piece a call: batching buys nothing there, and a short call lets
