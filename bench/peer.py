@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compute-type", default="float32")
-    parser.add_argument("--language", default="ja")
+    parser.add_argument("--language", action="append",
+                        help="per --audio, in order (one value: every audio; default ja)")
     parser.add_argument("--mode", default="sequential", choices=MODES)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--warm-up-once", action="store_true", help="warm up on the first audio only")
@@ -84,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             model = BatchedInferencePipeline(model)
         results = []
         repeats = arguments.repeats or [1] * len(arguments.audio)
-        for audio, count in zip(arguments.audio, repeats):
+        languages = arguments.language or ["ja"]
+        languages = languages * len(arguments.audio) if len(languages) == 1 else languages
+        for audio, count, language in zip(arguments.audio, repeats, languages):
             def run() -> tuple[float, list[tuple[float, float, str]]]:
-                return transcribe(model, audio, arguments.beam_size, arguments.language, arguments.mode,
+                return transcribe(model, audio, arguments.beam_size, language, arguments.mode,
                                   arguments.batch_size)
 
             if not results or not arguments.warm_up_once:

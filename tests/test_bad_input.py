@@ -155,6 +155,11 @@ CORPUS = [
     Case("bad timestamp_granularities", 400, "timestamp_granularities", GOOD,
          data={"timestamp_granularities[]": "sentence", "response_format": "verbose_json"}),
     Case("over-long prompt", 400, "prompt", GOOD, data={"prompt": "あ" * 5000}),
+    # over the form parser's own 500 kB field limit, under the body limit: still a 400 naming it
+    Case("prompt of 510,000 characters", 400, "prompt", GOOD, data={"prompt": "a" * 510_000}),
+    Case("language of 600,000 characters", 400, "language", GOOD, data={"language": "j" * 600_000}),
+    Case("unknown field of 600,000 characters", 400, "notes", GOOD, data={"notes": "n" * 600_000}),
+    Case("model field of 2,000 characters", 400, "model", GOOD, data={"model": "m" * 2_000}),
     Case("filename with path separators", 200, None, audio_file(lambda: encode(speech(), "wav"), "../../etc/passwd"),
          check_speech=True),
     Case("filename with control characters", 200, None,

@@ -141,7 +141,7 @@ def test_bfloat16_on_the_cpu_transcribes_as_float32_does(model_dir, engine):
 
 @pytest.mark.parametrize(
     ("kind", "native_bfloat16", "expected"),
-    [("directml", True, "float32"), ("cuda", False, "float16"), ("cpu", True, "bfloat16"), ("cpu", False, "float32")],
+    [("directml", True, "float32"), ("cuda", False, "float16"), ("cpu", True, "bfloat16"), ("cpu", False, "int8")],
 )
 def test_auto_dtype_is_the_safe_fast_one_for_the_device(monkeypatch, kind, native_bfloat16, expected):
     monkeypatch.setattr(devices, "bfloat16_is_native", lambda: native_bfloat16)

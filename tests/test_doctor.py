@@ -19,6 +19,7 @@ from tests.support.directml_doubles import (
 )
 from whisper_api import devices
 from whisper_api.__main__ import main
+from whisper_api.diarization.weights import WEIGHTS_SHA256
 from whisper_api.doctor import adapters, device_choice, model_check
 from whisper_api.text_metrics import character_error_rate
 
@@ -68,6 +69,9 @@ def test_doctor_on_cpu_reports_versions_device_model_and_a_real_transcription(tm
     assert character_error_rate(expected_sentence(), heard_text(output)) <= 0.2
     assert re.search(r"real-time factor \d+\.\d\d, median of 3 runs \(spread \d+\.\d\d to \d+\.\d\d", output)
     assert "the CPU is the device, so nothing falls back" in output
+    assert f"SHA-256 {WEIGHTS_SHA256} (as pinned)" in output  # the speaker model
+    assert re.search(r"^  speed\s+\d+\.\d s of CPU time per minute of audio", output, re.M)
+    assert "one speaker found in the one-voice clip" in output
     assert "PROBLEM" not in output
     assert not re.search(r"^\S.* (INFO|WARNING) ", output, re.M), "a log line inside the report"
 

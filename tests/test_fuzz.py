@@ -276,14 +276,15 @@ def assert_well_formed(response: requests.Response, response_format: str) -> Non
 
 def assert_valid_body(response: requests.Response, response_format: str) -> None:
     content_type = response.headers["Content-Type"]
-    if response_format in ("json", "verbose_json"):
+    if response_format in ("json", "verbose_json", "diarized_json"):
         assert content_type.startswith("application/json"), content_type
         body = response.json()
         assert isinstance(body["text"], str)
-        if response_format == "verbose_json":
+        if response_format in ("verbose_json", "diarized_json"):
             assert body["duration"] <= MAX_AUDIO_SECONDS + 0.01
             for segment in body.get("segments", []):
                 assert 0 <= segment["start"] <= segment["end"], segment
+                assert response_format != "diarized_json" or segment["speaker"], segment
         else:
             assert set(body) == {"text"}
         return

@@ -3,6 +3,7 @@ that hang up while queued give their place back."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -12,7 +13,7 @@ import requests
 
 from tests.conftest import API_KEY, API_VERSION, make_settings
 from tests.support.live_server import serve_in_thread
-from tests.support.speech import JAPANESE_SENTENCES, character_error_rate, concatenate, encode, japanese_speech
+from tests.support.speech import JAPANESE_SENTENCES, MEETING_SENTENCES, character_error_rate, concatenate, encode, japanese_speech
 from whisper_api import create_app
 from whisper_api.engine import Engine
 
@@ -162,3 +163,88 @@ def test_jobs_take_the_model_in_the_order_they_arrived():
         worker.join(timeout=10)
     assert order == list(range(6))
     assert queue.waiting == 0 and not queue.busy()
+
+
+@pytest.fixture(scope="module")
+def small_batch_engine(engine) -> Engine:
+    """Two chunks a batch: a few minutes of speech take several batches."""
+    return engine.with_settings(max_queue=1, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def small_batch_server(small_batch_engine, model_settings):
+    app = create_app(make_settings(model_settings, max_queue=1), engine=small_batch_engine)
+    with serve_in_thread(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def minutes_of_speech() -> bytes:
+    samples, _ = concatenate(*[japanese_speech(sentence) for sentence in MEETING_SENTENCES * 2], gap_seconds=0.6)
+    return encode(samples, "flac")
+
+
+def test_client_that_hangs_up_while_its_job_runs_frees_the_model_and_is_logged_499(
+        small_batch_server, small_batch_engine, minutes_of_speech, short_speech, caplog):
+    """The job stops between decoding steps (not at its end), the next one runs at once, and the
+    access log says 499."""
+    caplog.set_level("INFO", logger="whisper_api")
+    server, queued_engine, long_speech = small_batch_server, small_batch_engine, minutes_of_speech
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.flac\"\r\n\r\n" + long_speech
+            + b"\r\n--b\r\nContent-Disposition: form-data; name=\"language\"\r\n\r\nja\r\n--b--\r\n")
+    host, port = server.removeprefix("http://").split(":")
+    leaving = socket.create_connection((host, int(port)))
+    leaving.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\napi-key: {API_KEY}\r\nx-request-id: hang-up-while-running\r\n"
+                    f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                    + body)
+    poll(lambda: progress_status(server, "hang-up-while-running") == "running")
+    poll(lambda: progress_units(server, "hang-up-while-running")[1] > 1)  # speech detected, chunks decoding
+    hung_up = time.monotonic()
+    leaving.close()
+
+    poll(lambda: not queued_engine.queue.busy(), timeout_seconds=30)
+    freed_after = time.monotonic() - hung_up
+    done, total = progress_units(server, "hang-up-while-running")
+    assert done < total, "the job ran to its end instead of stopping"
+    assert progress_status(server, "hang-up-while-running") == "failed"
+    admitted = post(server, short_speech)
+    assert admitted.status_code == 200
+    lines = [json.loads(record.getMessage()) for record in caplog.records if record.name == "whisper_api.access"]
+    hung = [line for line in lines if line["request_id"] == "hang-up-while-running"]
+    assert len(hung) == 1 and hung[0]["status"] == 499, hung
+    assert freed_after < 15
+
+
+def progress_status(url: str, request_id: str) -> str | None:
+    response = requests.get(f"{url}/v1/jobs/{request_id}", headers={"api-key": API_KEY}, timeout=10)
+    return response.json()["status"] if response.status_code == 200 else None
+
+
+def progress_units(url: str, request_id: str) -> tuple[int, int]:
+    body = requests.get(f"{url}/v1/jobs/{request_id}", headers={"api-key": API_KEY}, timeout=10).json()
+    return body["units_done"], body["units_total"]
+
+
+def test_retry_after_prices_what_is_queued_not_the_last_long_job(model_settings, engine, minutes_of_speech):
+    """After a long file, a burst of short clips is refused with a Retry-After within 2x of the
+    time the queue really takes to empty (it was priced from old jobs before)."""
+    burst_engine = engine.with_settings(max_queue=3)
+    app = create_app(make_settings(model_settings, max_queue=3), engine=burst_engine)
+    clip = encode(concatenate(*[japanese_speech(sentence) for sentence in MEETING_SENTENCES[:5]],
+                              gap_seconds=0.5)[0], "flac")
+    with serve_in_thread(app) as url:
+        assert post(url, minutes_of_speech).status_code == 200  # the long job the old estimate remembered
+        burst = [in_background(post, url, clip)]
+        poll(burst_engine.queue.busy)
+        for waiting in range(1, 4):
+            burst.append(in_background(post, url, clip))
+            poll(lambda: burst_engine.queue.waiting == waiting)
+        refused = post(url, clip)
+        refused_at = time.monotonic()
+        assert refused.status_code == 429
+        advertised = int(refused.headers["Retry-After"])
+        for thread, _ in burst:
+            thread.join(timeout=300)
+        real_wait = time.monotonic() - refused_at
+    assert all(result[0].status_code == 200 for _, result in burst)
+    assert real_wait / 2 <= advertised <= max(2 * real_wait, 2), (advertised, real_wait)

@@ -131,3 +131,26 @@ def test_page_shows_the_envelope_message_for_a_wrong_key(open_page, meeting_clip
     assert page.text_content("#error").startswith("401: Access denied")
     assert page.evaluate("sessionStorage.getItem('whisper-api-key')") == "not-the-key"
     assert "not-the-key" not in page.url
+
+
+def test_page_shows_each_segments_speaker(open_page, tmp_path):
+    from tests.support import meetings
+
+    if not meetings.kokoro_available():
+        pytest.skip(meetings.KOKORO_INSTALL_HINT)
+    script = [("jf_alpha", meetings.LONG_SENTENCES[0]), ("jm_kumo", meetings.LONG_SENTENCES[1]),
+              ("jf_alpha", meetings.LONG_SENTENCES[2])]
+    path = tmp_path / "two.wav"
+    path.write_bytes(encode(meetings.build("two", script).samples, "wav"))
+    open_with, problems = open_page
+    page = open_with("en-US")
+    page.set_input_files("#audio-file", str(path))
+    page.select_option("#language", "ja")
+    page.select_option("#response-format", "diarized_json")
+    page.click("#send")
+    page.wait_for_selector("#segments li .speaker", timeout=MODEL_SECONDS)
+    speakers = page.eval_on_selector_all("#segments li .speaker", "items => items.map(item => item.textContent)")
+    assert speakers[0] == "A" and set(speakers) == {"A", "B"}
+    raw = json.loads(page.text_content("#raw"))
+    assert [segment["speaker"] for segment in raw["segments"]] == speakers
+    assert problems == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import time
@@ -155,3 +156,62 @@ def test_request_id_of_a_job_still_running_is_not_reused(app, client):
     assert own_id != "someone-elses-job"
     assert board.get(own_id)["status"] == "succeeded"
     assert board.get("someone-elses-job")["status"] == "queued"
+
+
+def test_progress_says_running_from_when_the_job_holds_the_model_and_times_are_apart(
+        engine, model_settings, two_sentences, caplog):
+    """While the job's speech detection runs (seconds on long audio) it is `running`, not `queued`;
+    the access log and /metrics keep queue time and model time apart."""
+    from tests.conftest import make_settings
+    from tests.support.live_server import serve_in_thread
+    from whisper_api import create_app
+
+    caplog.set_level(logging.INFO, logger="whisper_api.access")
+    app = create_app(make_settings(model_settings), engine=engine)
+    detecting, release = threading.Event(), threading.Event()
+    detect = engine.detector.frame_probabilities
+
+    def held_detection(*arguments, **keywords):
+        detecting.set()
+        assert release.wait(60)
+        return detect(*arguments, **keywords)
+
+    audio = encode(two_sentences, "wav")
+    engine.detector.frame_probabilities = held_detection
+    try:
+        with serve_in_thread(app) as url:
+            def post(request_id: str) -> requests.Response:
+                return requests.post(f"{url}/v1/audio/transcriptions", headers={**HEADERS, "x-request-id": request_id},
+                                     files={"file": ("a.wav", audio)}, data={"model": "whisper", "language": "ja"},
+                                     timeout=120)
+
+            def status(request_id: str) -> str | None:
+                response = requests.get(f"{url}/v1/jobs/{request_id}", headers=HEADERS, timeout=10)
+                return response.json()["status"] if response.status_code == 200 else None
+
+            first = threading.Thread(target=post, args=("first-job-holds-model",))
+            first.start()
+            assert detecting.wait(60)
+            assert status("first-job-holds-model") == "running"  # speech detection holds the model
+            second = threading.Thread(target=post, args=("second-job-waits-0001",))
+            second.start()
+            deadline = time.monotonic() + 30
+            while status("second-job-waits-0001") != "queued":
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            time.sleep(1.0)  # the second job waits at least this long
+            release.set()
+            first.join(timeout=120)
+            second.join(timeout=120)
+            metrics_text = requests.get(f"{url}/metrics", headers=HEADERS, timeout=10).text
+    finally:
+        del engine.detector.frame_probabilities
+    lines = {line["request_id"]: line for line in
+             (json.loads(record.getMessage()) for record in caplog.records if record.name == "whisper_api.access")}
+    waited, held = lines["second-job-waits-0001"], lines["first-job-holds-model"]
+    assert waited["status"] == held["status"] == 200
+    assert waited["queue_seconds"] >= 1.0
+    assert waited["processing_seconds"] < waited["seconds"] - 1.0  # the wait is not model time
+    assert held["processing_seconds"] >= 1.0 and held["queue_seconds"] < 0.5  # held from speech detection on
+    assert 'whisper_api_queue_wait_seconds_count{deployment="whisper"} 2.0' in metrics_text
+    assert 'whisper_api_processing_seconds_count{deployment="whisper"} 2.0' in metrics_text

@@ -22,7 +22,8 @@ from whisper_api.inference.batching import DecodingGroup
 from whisper_api.inference.decoder import Decoder
 from whisper_api.inference.fallback import FallbackDecoder, QualityOptions
 from whisper_api.inference.long_form import ClipDecoding, VadStrategy
-from whisper_api.model_queue import Cancelled, ModelQueue
+from whisper_api.cancellation import CLIENT_DISCONNECTED, Cancellation, JobCancelled
+from whisper_api.model_queue import ModelQueue
 from whisper_api.transcript import Transcript, TranscriptionJob
 
 PATH = f"/openai/deployments/whisper/audio/transcriptions?api-version={API_VERSION}"
@@ -212,19 +213,17 @@ def test_a_failing_row_fails_its_job_only(shared, clips, monkeypatch):
     good, bad = clips[0], clips[1]
     alone = heard(shared.transcribe(job(good)))
 
-    def bad_job_hangs_up() -> bool:  # never: it marks the bad job's rows
-        return False
-
+    marked = Cancellation()  # never cancelled: it marks the bad job's rows
     real_step = DecodingGroup.step
 
     def failing_step(group):
-        if any(work.owner.cancelled is bad_job_hangs_up for work in group.live()):
+        if any(getattr(work.owner.cancelled, "__self__", None) is marked for work in group.live()):
             raise torch.OutOfMemoryError("injected: out of memory on the bad job's rows")
         return real_step(group)
 
     monkeypatch.setattr(DecodingGroup, "step", failing_step)
     results = concurrently(lambda which: shared.transcribe(job(good)) if which == "good"
-                           else shared.transcribe(job(bad), cancelled=bad_job_hangs_up), ["good", "bad"])
+                           else shared.transcribe(job(bad, cancellation=marked)), ["good", "bad"])
     assert isinstance(results[1], torch.OutOfMemoryError)
     assert heard(results[0]) == alone
     monkeypatch.setattr(DecodingGroup, "step", real_step)
@@ -233,7 +232,7 @@ def test_a_failing_row_fails_its_job_only(shared, clips, monkeypatch):
 
 
 def test_a_job_cancelled_while_decoding_leaves_the_batch(shared, long_clip, clips):
-    """Its client hangs up once decoding has begun: it stops between two steps with Cancelled;
+    """Its client hangs up once decoding has begun: it stops between two steps (JobCancelled);
     the job beside it finishes with its solo transcript."""
     alone = heard(shared.transcribe(job(clips[0])))
     scheduler = shared.scheduler
@@ -245,11 +244,11 @@ def test_a_job_cancelled_while_decoding_leaves_the_batch(shared, long_clip, clip
 
     def run(which: str):
         if which == "cancelled":
-            return shared.transcribe(job(long_clip), cancelled=cancelled)
+            return shared.transcribe(job(long_clip, cancellation=Cancellation(((CLIENT_DISCONNECTED, cancelled),))))
         return heard(shared.transcribe(job(clips[0])))
 
     results = concurrently(run, ["cancelled", "kept"])
-    assert isinstance(results[0], Cancelled)
+    assert isinstance(results[0], JobCancelled) and results[0].reason == CLIENT_DISCONNECTED
     assert results[1] == alone
     assert not shared.queue.busy()
 

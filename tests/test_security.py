@@ -7,7 +7,7 @@ import logging
 
 from tests.conftest import API_KEY, API_VERSION
 from tests.support.speech import JAPANESE_SENTENCES, encode, japanese_speech
-from whisper_api.__main__ import warn_if_exposed
+from whisper_api.__main__ import announce_exposure
 from whisper_api.config import AuthSettings, ServerSettings, Settings
 
 PATH = f"/openai/deployments/whisper/audio/transcriptions?api-version={API_VERSION}"
@@ -62,11 +62,14 @@ def test_flask_refuses_an_oversized_body_from_its_content_length(client, setting
     assert response.get_json()["error"]["code"] == "content_too_large"
 
 
-def test_listening_everywhere_without_keys_warns_loudly(caplog):
-    caplog.set_level(logging.WARNING)
-    warn_if_exposed(Settings(server=ServerSettings(host="0.0.0.0"), auth=AuthSettings(api_keys=())))
-    assert "anyone on the network" in caplog.text
+def test_start_up_says_in_one_line_who_may_call(caplog):
+    """No keys: loopback clients only, wherever it listens (the rule itself: test_network_exposure)."""
+    caplog.set_level(logging.INFO, logger="whisper_api")
+    for host in ("0.0.0.0", "127.0.0.1"):
+        caplog.clear()
+        announce_exposure(Settings(server=ServerSettings(host=host), auth=AuthSettings(api_keys=())))
+        assert [record.getMessage() for record in caplog.records] == [
+            "no [auth] api_keys: only clients on this PC (loopback) are served; others get 401 until keys are set"]
     caplog.clear()
-    warn_if_exposed(Settings(server=ServerSettings(host="0.0.0.0"), auth=AuthSettings(api_keys=("k",))))
-    warn_if_exposed(Settings(server=ServerSettings(host="127.0.0.1")))
-    assert caplog.text == ""
+    announce_exposure(Settings(server=ServerSettings(host="0.0.0.0"), auth=AuthSettings(api_keys=("k",))))
+    assert "need one of [auth] api_keys" in caplog.text

@@ -21,7 +21,8 @@ SETUP = REPOSITORY / "setup.ps1"
 RUN = REPOSITORY / "run.ps1"
 WORKFLOW = REPOSITORY / ".github" / "workflows" / "tests.yml"
 LINUX_TEST_COMMAND = (
-    "python3 -m venv .venv && .venv/bin/pip install -q -r requirements-dev.txt && .venv/bin/python -m pytest -q -rs"
+    "python3 -m venv .venv && .venv/bin/pip install -q -r requirements-dev.txt"
+    " && .venv/bin/python -m whisper_api download --speakers && .venv/bin/python -m pytest -q -rs"
 )
 WINDOWS_TEST_COMMAND = r"powershell -ExecutionPolicy Bypass -File .\setup.ps1 -Test -Cpu"
 

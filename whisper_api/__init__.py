@@ -22,11 +22,12 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     """
     from flask import Flask
 
-    from . import access_log, metrics, page
+    from . import access_log, known_speakers, memory, metrics, page, speakers
     from .engine import Engine
     from .errors import register_error_handlers
     from .progress import ProgressBoard
-    from .routes import blueprint
+    from .routes import blueprint, refuse_remote_clients_without_keys, refuse_while_shutting_down
+    from .shutdown import ShutdownState
 
     if settings is None:
         settings = load_settings(config_path_from_environment())
@@ -35,14 +36,24 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
         engine = Engine.load(settings.model, server.max_queue, server.max_concurrent_jobs, server.max_batch_rows)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_upload_bytes
+    # Werkzeug answers 413 for any text field over 500 kB; the body limit bounds fields already,
+    # and the routes answer an oversized field with a 400 that names it (a known speaker's
+    # reference clip, a data URL, is the largest text a client sends)
+    app.config["MAX_FORM_MEMORY_SIZE"] = max(settings.server.max_upload_bytes, known_speakers.MAX_FORM_FIELD_BYTES)
     app.json.ensure_ascii = False  # Japanese text stays readable in the body, as the hosted service sends it
     app.json.sort_keys = False
     app.extensions["whisper_api.settings"] = settings
     app.extensions["whisper_api.engine"] = engine
     app.extensions["whisper_api.progress"] = ProgressBoard()
+    app.extensions["whisper_api.shutdown"] = ShutdownState(settings.server.shutdown_grace_seconds)
     access_log.init_app(app)
     metrics.init_app(app, engine)
+    # after the request id and timers are set, so that refusals are logged and counted too
+    app.before_request(refuse_remote_clients_without_keys)
+    app.before_request(refuse_while_shutting_down)
+    speakers.init_app(app, settings.diarization)
     register_error_handlers(app)
     app.register_blueprint(blueprint)
+    memory.init_app(app)
     app.register_blueprint(page.blueprint)
     return app

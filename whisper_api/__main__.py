@@ -1,13 +1,15 @@
-"""Command line: `python -m whisper_api [serve|doctor|download [NAME]] [--config PATH] [--debug]`."""
+"""Command line: `python -m whisper_api [serve|doctor|download [NAME] [--speakers]] [--config PATH] [--debug]`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .config import ConfigError, Settings, config_path_from_environment, load_settings
 from .model_source import ModelUnavailable, download_model
+from .server import CannotListen
 
 log = logging.getLogger("whisper_api")
 
@@ -18,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", nargs="?", help="download: a Hugging Face model id (default: [model] name)")
     parser.add_argument("--config", help="INI file (default: $WHISPER_API_CONFIG, else conf/whisper_api.ini)")
     parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
+    parser.add_argument(
+        "--speakers", action="store_true",
+        help="download: the speaker model (CAM++, for diarized_json) instead of the Whisper model",
+    )
     arguments = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if arguments.debug else logging.INFO,
@@ -25,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if arguments.model and arguments.command != "download":
         parser.error(f"only download takes a model name, not {arguments.command}")
+    if arguments.speakers and (arguments.command != "download" or arguments.model):
+        parser.error("--speakers goes with download alone: python -m whisper_api download --speakers")
     try:
+        if arguments.speakers:
+            return download_speaker_model(arguments.config)
         if arguments.command == "download" and arguments.model:
             print(download_model(arguments.model))
             return 0
@@ -42,10 +52,27 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"configuration error: {error}", arguments.debug)
     except ModelUnavailable as error:  # says what to do already
         return fail(str(error), arguments.debug)
+    except CannotListen as error:  # says which address and which setting
+        return fail(f"{error} (in {settings.source})", arguments.debug)
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # start-up failures end with one clear line, not a traceback
         return fail(f"{type(error).__name__}: {error}", arguments.debug)
+
+
+def download_speaker_model(config: str | None) -> int:
+    """Into [diarization] weights when the INI sets it, else the cache; never loads Whisper."""
+    from pathlib import Path
+
+    from .diarization.weights import SpeakerModelUnavailable, download_weights
+
+    configured = load_settings(config_path_from_environment(config)).diarization.weights
+    try:
+        print(download_weights(Path(configured).expanduser() if configured else None))
+    except SpeakerModelUnavailable as error:
+        print(f"whisper-api: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def fail(message: str, debug: bool) -> int:
@@ -55,25 +82,42 @@ def fail(message: str, debug: bool) -> int:
     return 1 if not message.startswith("configuration error") else 2
 
 
-def warn_if_exposed(settings: Settings) -> None:
-    if settings.server.host in ("0.0.0.0", "::", "*", "") and not settings.auth.api_keys:
-        log.warning(
-            "!!! listening on all interfaces with no [auth] api_keys: anyone on the network can use this server !!!"
-        )
+def announce_exposure(settings: Settings) -> None:
+    """One start-up line on who may call this server."""
+    if not settings.auth.api_keys:
+        log.info("no [auth] api_keys: only clients on this PC (loopback) are served; others get 401 until keys are set")
+    elif settings.server.host in ("0.0.0.0", "::", "*", ""):
+        log.info("listening on all interfaces: clients on the network need one of [auth] api_keys")
 
 
 def serve(settings: Settings) -> int:
-    from . import create_app
-    from .server import create_server
+    """Bind the port first (a busy port is reported before the model loads for minutes), load the
+    model, serve until a stop signal, and stop gracefully (whisper_api/server.py)."""
+    from . import create_app, memory, stop_signals
+    from .server import GracefulServer, attach_app, create_server
 
-    warn_if_exposed(settings)
-    app = create_app(settings)
-    server = create_server(app, settings.server)
-    log.info("serving on http://%s:%s (config %s)", settings.server.host, server.effective_port, settings.source)
+    memory.configure_allocator()
+    server = create_server(None, settings.server)
     try:
-        server.run()
+        app = create_app(settings)
+        attach_app(server, app)
+        announce_exposure(settings)
+        graceful = GracefulServer(server, app.extensions["whisper_api.shutdown"])
+        restore_signals = stop_signals.install(graceful.request_stop, graceful.finished)
+        log.info("serving on http://%s:%s (config %s)", settings.server.host, server.effective_port, settings.source)
+        try:
+            clean = graceful.run()
+        finally:
+            restore_signals()
     finally:
         server.close()
+    if not clean:
+        # a worker thread is still inside the model: leaving through the interpreter's shutdown
+        # would abort ("terminate called without an active exception"); the answers are sent
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

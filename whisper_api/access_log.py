@@ -42,13 +42,16 @@ def init_app(app: Flask) -> None:
         response.headers["x-request-id"] = request_id
         response.headers["apim-request-id"] = request_id
         started = getattr(g, "request_started", time.perf_counter())
-        line = {
-            "request_id": request_id,
-            "method": request.method,
-            "path": request.path,  # never the query or headers: keys stay out of logs
-            "status": response.status_code,
-            **getattr(g, "access_fields", {}),
-            "processing_seconds": round(time.perf_counter() - started, 3),
-        }
-        log.info(json.dumps(line, ensure_ascii=False))
+        # a job's queue_seconds and processing_seconds among the fields
+        write_line(request_id, request.method, request.path, response.status_code, time.perf_counter() - started,
+                   **getattr(g, "access_fields", {}))
         return response
+
+
+def write_line(request_id: str, method: str, path: str, status: int, seconds: float, **fields) -> None:
+    """The access-log line of one response, whoever produced it (the app, or Waitress refusing a
+    request before the app saw it). `path` never holds the query or headers: keys stay out of logs;
+    `seconds` is the whole request (upload, queue, model, response)."""
+    line = {"request_id": request_id, "method": method, "path": path, "status": status, **fields,
+            "seconds": round(seconds, 3)}
+    log.info(json.dumps(line, ensure_ascii=False))

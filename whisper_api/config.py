@@ -12,10 +12,10 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "conf" / "whisper
 CONFIG_ENV_VARIABLE = "WHISPER_API_CONFIG"
 
 DEVICES = ("auto", "directml", "cuda", "cpu")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 STRATEGIES = ("auto", "vad", "sequential")
-RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
+RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt", "diarized_json")
 
 T = TypeVar("T")
 
@@ -38,6 +38,8 @@ class ServerSettings:
     channel_timeout_seconds: int = 120
     connection_limit: int = 100
     require_api_version: bool = True
+    # on Ctrl+C/SIGTERM the running job may finish within this many seconds, then it is cancelled
+    shutdown_grace_seconds: float = 30.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -82,6 +84,14 @@ class DeploymentSettings:
     language: str | None = None
     prompt: str | None = None
     temperature: float | None = None
+    # srt and vtt answers name each cue's speaker (VTT `<v A>`, SRT `A: `); diarized_json always does
+    diarize: bool = False
+
+
+@dataclass(frozen=True)
+class DiarizationSettings:
+    weights: str = ""  # the CAM++ weights file; empty: ~/.cache/whisper-api/speakers/
+    max_speakers: int = 10
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    diarization: DiarizationSettings = field(default_factory=DiarizationSettings)
     deployments: dict[str, DeploymentSettings] = field(
         default_factory=lambda: {"whisper-1": DeploymentSettings("whisper-1")}
     )
@@ -123,7 +134,7 @@ class _SettingsReader:
         self.path = path
 
     def read(self) -> Settings:
-        known = {"server", "auth", "model", "metrics"}
+        known = {"server", "auth", "model", "metrics", "diarization"}
         for section in self.parser.sections():
             if section not in known and not section.startswith("deployment:"):
                 raise ConfigError(f"{self.path}: [{section}]: unknown section")
@@ -142,6 +153,9 @@ class _SettingsReader:
             ),
             connection_limit=self.number("server", "connection_limit", int, ServerSettings.connection_limit, 1, 100000),
             require_api_version=self.boolean("server", "require_api_version", ServerSettings.require_api_version),
+            shutdown_grace_seconds=self.number(
+                "server", "shutdown_grace_seconds", float, ServerSettings.shutdown_grace_seconds, 0, 3600
+            ),
         )
         keys = self.text("auth", "api_keys", "")
         auth = AuthSettings(api_keys=tuple(key.strip() for key in keys.split(",") if key.strip()))
@@ -169,9 +183,14 @@ class _SettingsReader:
         metrics = MetricsSettings(
             require_api_key=self.boolean("metrics", "require_api_key", MetricsSettings.require_api_key)
         )
+        diarization = DiarizationSettings(
+            weights=self.text("diarization", "weights", DiarizationSettings.weights),
+            max_speakers=self.number("diarization", "max_speakers", int, DiarizationSettings.max_speakers, 1, 20),
+        )
         deployments = self.deployments()
         return Settings(
-            server=server, auth=auth, model=model, metrics=metrics, deployments=deployments, source=str(self.path)
+            server=server, auth=auth, model=model, metrics=metrics, diarization=diarization, deployments=deployments,
+            source=str(self.path),
         )
 
     def deployments(self) -> dict[str, DeploymentSettings]:
@@ -196,6 +215,7 @@ class _SettingsReader:
                 language=normalize_language(language) if language else None,
                 prompt=self.text(section, "prompt", "") or None,
                 temperature=temperature,
+                diarize=self.boolean(section, "diarize", False),
             )
         if not deployments:
             raise ConfigError(f"{self.path}: no [deployment:NAME] section: the server would answer to no deployment")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from .audio import decode
+from .backlog import Backlog
+from .cancellation import CLIENT_DISCONNECTED, JobCancelled
 from .config import ModelSettings
 from .devices import DeviceChoice, bfloat16_is_native, choose_device, dtype_problem, release_memory, resolve_dtype
 from .inference.fallback import FallbackDecoder, QualityOptions
@@ -18,7 +21,7 @@ from .inference.long_form import ClipDecoding, SequentialStrategy, VadStrategy
 from .inference.model import TORCH_DTYPES, LoadedModel, ModelLoadError
 from .inference.vad import SpeechDetector, VadOptions
 from .languages import UnsupportedLanguage, UnsupportedTask
-from .model_queue import ModelQueue
+from .model_queue import Cancelled, ModelQueue
 from .model_source import resolve_model_path
 from .scheduler import ScheduledDecoder
 from .transcript import Transcript, TranscriptionJob
@@ -80,7 +83,8 @@ class Engine:
         self.settings = settings
         self.device = device
         self.model = model
-        self.queue = ModelQueue(max_queue, max_concurrent_jobs)
+        self.backlog = Backlog()
+        self.queue = ModelQueue(max_queue, retry_after=self.backlog.retry_after, max_running=max_concurrent_jobs)
         # the one scheduler of this model: engines made by with_settings share it
         self.decoder = decoder or ScheduledDecoder(
             model, max_batch_rows, encoder_rows=1 if device.kind == "cpu" else max_batch_rows,
@@ -128,7 +132,8 @@ class Engine:
             log.warning("this CPU has no bfloat16 instructions: dtype = bfloat16 runs slower than float32 here")
         started = time.perf_counter()
         path = resolve_model_path(settings.name)
-        model = LoadedModel.load(path, device.device, TORCH_DTYPES[settings.dtype], settings.attention)
+        model = LoadedModel.load(path, device.device, TORCH_DTYPES[settings.dtype], settings.attention,
+                                 int8_weights=settings.dtype == "int8")
         engine = cls(settings, device, model, time.perf_counter() - started, max_queue,
                      max_concurrent_jobs=max_concurrent_jobs, max_batch_rows=max_batch_rows)
         log.info("model %s loaded on %s (%s) in %.1f s", settings.name, device.kind, settings.dtype,
@@ -139,6 +144,21 @@ class Engine:
         if settings.warmup:
             engine.warm_up()
         return engine
+
+    @contextmanager
+    def _turn(self, job: TranscriptionJob) -> Iterator[None]:
+        """Hold the model for the job. From then on its progress says `running` (speech detection
+        on a long file takes seconds before the first chunk is decoded)."""
+        cancellation = job.cancellation
+        try:
+            with self.queue.turn(cancellation.is_cancelled if cancellation is not None else None):
+                if cancellation is not None:
+                    cancellation.running = True
+                if job.on_start is not None:
+                    job.on_start()
+                yield
+        except Cancelled:  # only the wait raises it: the decoding loop raises JobCancelled itself
+            raise JobCancelled((cancellation and cancellation.reason) or CLIENT_DISCONNECTED) from None
 
     @property
     def supported_languages(self) -> set[str]:
@@ -155,16 +175,23 @@ class Engine:
         log.info("warm-up: %.1f s of speech transcribed in %.2f s (%d segments)", transcript.duration,
                  time.perf_counter() - started, len(transcript.segments))
 
-    def transcribe(self, job: TranscriptionJob, cancelled: Callable[[], bool] | None = None) -> Transcript:
+    def transcribe(self, job: TranscriptionJob) -> Transcript:
         """Run one job through the scheduler; raises QueueFull at once when too many wait,
-        Cancelled when `cancelled()` turns true while it waits or runs. A failure inside inference
-        fails this job only: its rows leave the batch, device memory is freed, other jobs go on."""
+        JobCancelled when the job's cancellation turns true while it waits or between its model
+        calls. A failure inside inference fails this job only: its rows leave the batch, device
+        memory is freed, other jobs go on."""
         if job.language is not None and job.language not in self.supported_languages:
             raise UnsupportedLanguage(job.language, english_only=self.model.english_only)
         if job.task == "translate" and self.model.english_only:
             raise UnsupportedTask("translate")
-        with self.queue.turn(cancelled):
-            with self.scheduler.job(cancelled=cancelled, max_rows=self.settings.batch_size) as handle:
+        with self.backlog.job(job.duration) as backlog_entry, self._turn(job):
+            backlog_entry.start()
+            cancellation = job.cancellation
+            with self.scheduler.job(
+                cancelled=cancellation.is_cancelled if cancellation is not None else None,
+                max_rows=self.settings.batch_size,
+                cancelled_error=lambda: JobCancelled((cancellation and cancellation.reason) or CLIENT_DISCONNECTED),
+            ) as handle:
                 try:
                     # no_grad, not PyTorch's inference mode: torch-directml cannot move tensors to its
                     # device in inference mode ("Cannot set version_counter for inference tensor")

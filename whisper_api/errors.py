@@ -67,6 +67,18 @@ def too_many_requests(deployment: str, retry_after_seconds: int) -> ApiError:
     )
 
 
+def service_unavailable(message: str, retry_after_seconds: int) -> ApiError:
+    """The server is stopping: SDKs retry a 503 after Retry-After (on another instance, or this one
+    restarted)."""
+    return ApiError(503, "ServiceUnavailable", message, type="server_error",
+                    headers={"Retry-After": str(retry_after_seconds)})
+
+
+def client_closed_request(message: str) -> ApiError:
+    """nginx's 499: logged and counted, never read (the client is gone)."""
+    return ApiError(499, "client_closed_request", message)
+
+
 def upload_too_large(limit_bytes: int | None, received_bytes: int | None) -> ApiError:
     """The hosted service's wording; the body is refused from its Content-Length, never read whole."""
     limit = f" ({limit_bytes})" if limit_bytes else ""

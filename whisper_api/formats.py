@@ -40,6 +40,29 @@ def to_verbose_json(transcript: Transcript, include_segments: bool = True) -> di
     return body
 
 
+def to_diarized_json(transcript: Transcript) -> dict[str, Any]:
+    """openai-python's TranscriptionDiarized: segments with speakers A, B, ... (or known names)."""
+    segments = [
+        {
+            "type": "transcript.text.segment",
+            "id": f"seg_{index}",
+            "start": round(segment.start, 2),
+            "end": round(segment.end, 2),
+            "speaker": segment.speaker or "A",
+            "text": segment.text.strip(),
+        }
+        for index, segment in enumerate(transcript.segments)
+        if segment.text.strip()
+    ]
+    return {
+        "task": "transcribe",
+        "duration": round(transcript.duration, 2),
+        "text": transcript.text,
+        "segments": segments,
+        "usage": {"type": "duration", "seconds": math.ceil(transcript.duration)},
+    }
+
+
 def _segment_body(segment: Segment) -> dict[str, Any]:
     return {
         "id": segment.id,
@@ -64,7 +87,8 @@ def to_srt(transcript: Transcript) -> str:
     for number, segment in enumerate(_cues(transcript), start=1):
         start = format_timestamp(segment.start, ",")
         end = format_timestamp(segment.end, ",")
-        blocks.append(f"{number}\n{start} --> {end}\n{_one_line(segment.text)}\n")
+        speaker = f"{segment.speaker}: " if segment.speaker else ""
+        blocks.append(f"{number}\n{start} --> {end}\n{speaker}{_one_line(segment.text)}\n")
     return "\n".join(blocks) + ("\n" if blocks else "")
 
 
@@ -73,7 +97,7 @@ def to_vtt(transcript: Transcript) -> str:
     for segment in _cues(transcript):
         start = format_timestamp(segment.start, ".")
         end = format_timestamp(segment.end, ".")
-        blocks.append(f"{start} --> {end}\n{_vtt_cue_text(segment.text)}\n")
+        blocks.append(f"{start} --> {end}\n{_voice_tag(segment.speaker)}{_vtt_cue_text(segment.text)}\n")
     return "\n".join(blocks) + "\n"
 
 
@@ -91,6 +115,14 @@ def _vtt_cue_text(text: str) -> str:
     return text
 
 
+def _voice_tag(speaker: str | None) -> str:
+    """WebVTT's voice span `<v A>`; the annotation may not hold ">" or a line break, and "&" is escaped."""
+    if not speaker:
+        return ""
+    name = _one_line(speaker).replace("&", "&amp;").replace(">", "&gt;")
+    return f"<v {name}>"
+
+
 def _cues(transcript: Transcript) -> list[Segment]:
     """Subtitle cues: segments with text, each lasting at least a millisecond."""
     return [segment for segment in transcript.segments if segment.text.strip() and segment.end > segment.start]
@@ -100,4 +132,5 @@ TEXT_FORMATTERS: dict[str, Callable[[Transcript], str]] = {"text": to_text, "srt
 JSON_FORMATTERS: dict[str, Callable[[Transcript], dict[str, Any]]] = {
     "json": to_json,
     "verbose_json": to_verbose_json,
+    "diarized_json": to_diarized_json,
 }

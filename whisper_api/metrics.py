@@ -71,6 +71,10 @@ class Metrics:
             "whisper_api_model_seconds", "Model time spent on a job's own work, per job (calls it shared with other "
             "jobs counted by its share of the rows).", ["deployment"], buckets=LATENCY_BUCKETS, registry=registry,
         )
+        self.diarization_seconds = Histogram(
+            "whisper_api_diarization_seconds", "Time speaker labelling took after a transcription (CPU).",
+            ["deployment"], buckets=LATENCY_BUCKETS, registry=registry,
+        )
         self.rejected = Counter(
             "whisper_api_queue_rejections", "Requests refused with 429 because the model's queue was full.",
             ["deployment"], registry=registry,
@@ -122,6 +126,9 @@ class Metrics:
     def observe_model_time(self, deployment: str, seconds: float) -> None:
         self.model_seconds.labels(deployment).observe(seconds)
 
+    def observe_diarization(self, deployment: str, seconds: float) -> None:
+        self.diarization_seconds.labels(deployment).observe(seconds)
+
     def observe_rejection(self, deployment: str) -> None:
         self.rejected.labels(deployment).inc()
 
@@ -152,6 +159,15 @@ def resident_memory_bytes() -> float:
     except ImportError:  # the gauge reads NaN rather than failing the scrape
         return float("nan")
     return float(psutil.Process(os.getpid()).memory_info().rss)
+
+
+def route_of(app: Flask, path: str, method: str) -> str:
+    """The route pattern `path` matches (a label, for responses the app itself never produced)."""
+    try:
+        rule, _ = app.url_map.bind("localhost").match(path, method, return_rule=True)
+    except Exception:  # not found, wrong method, a path no URL parser accepts
+        return UNMATCHED_ROUTE
+    return rule.rule
 
 
 def metrics() -> Metrics:

@@ -9,7 +9,6 @@ line (Cancelled), so abandoned requests never run the model.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,38 +23,36 @@ class QueueFull(RuntimeError):
 
 
 class Cancelled(RuntimeError):
-    """The job's client disconnected (while it waited, or while it ran)."""
+    """The job was cancelled (its client disconnected, the server is stopping) while it waited."""
 
 
 class ModelQueue:
     """First come, first served: jobs are admitted in the order they arrived (a plain lock
     lets a newcomer overtake a job that has waited for minutes)."""
 
-    def __init__(self, max_waiting: int, max_running: int = 1) -> None:
+    def __init__(self, max_waiting: int, retry_after: Callable[[], int] = lambda: 1, max_running: int = 1) -> None:
         self.max_waiting = max_waiting
         self.max_running = max(1, max_running)
+        self.retry_after = retry_after  # seconds a refused client should wait (the engine's backlog)
         self._condition = threading.Condition()
         self._line: deque[object] = deque()  # tickets of waiting jobs, oldest first
-        self._running = 0
-        self.average_job_seconds = 5.0  # updated from real jobs
+        self._running = 0  # jobs admitted now
 
     @property
     def waiting(self) -> int:
         return len(self._line)
 
-    @property
-    def running(self) -> int:
-        return self._running
-
     @contextmanager
     def turn(self, cancelled: Callable[[], bool] | None = None) -> Iterator[None]:
-        """Wait for a place among the running jobs (or be refused at once), then hold it for the block."""
+        """Wait for the model (or be refused at once), then hold it for the block."""
         ticket = object()
         with self._condition:
             if self._running >= self.max_running and len(self._line) >= self.max_waiting:
                 raise QueueFull(self.retry_after())
             self._line.append(ticket)
             try:
+                if cancelled is not None and cancelled():  # cancelled before it even queued
+                    raise Cancelled()
                 while self._running >= self.max_running or self._line[0] is not ticket:
                     self._condition.wait(POLL_SECONDS)
                     if cancelled is not None and cancelled():
@@ -67,18 +64,16 @@ class ModelQueue:
             self._line.popleft()
             self._running += 1
             self._condition.notify_all()  # the job behind may be admitted too
-        started = time.perf_counter()
         try:
             yield
         finally:
-            elapsed = time.perf_counter() - started
             with self._condition:
-                self.average_job_seconds = 0.8 * self.average_job_seconds + 0.2 * elapsed
                 self._running -= 1
                 self._condition.notify_all()
 
-    def retry_after(self) -> int:
-        return max(1, round(self.average_job_seconds * (len(self._line) + 1) / self.max_running))
+    @property
+    def running(self) -> int:
+        return self._running
 
     def busy(self) -> bool:
         return self._running > 0

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+# what a running job is doing: the model's decoding, then (when speakers were asked for) diarization
+TRANSCRIBING, DIARIZING = "transcribing", "diarizing"
 # jobs on audio at least this long log their progress every LOG_STEP of the way
 LONG_JOB_AUDIO_SECONDS = 120.0
 LOG_STEP = 0.1
@@ -33,9 +35,11 @@ class JobProgress:
     status: str = QUEUED
     units_done: int = 0
     units_total: int = 0
-    started: float | None = None  # when the model began it (its first report)
+    started: float | None = None  # when it took the model (the engine's first report, before speech detection)
     finished: float | None = None
     logged_step: int = 0  # tenths already logged
+    stage: str = TRANSCRIBING
+    stage_started: float | None = None
 
     @property
     def fraction(self) -> float:
@@ -44,6 +48,12 @@ class JobProgress:
         if self.units_total <= 0:
             return 0.0
         return min(1.0, self.units_done / self.units_total)
+
+    @property
+    def queue_seconds(self) -> float:
+        """Seconds waiting for the model (until now while it still waits)."""
+        end = self.started if self.started is not None else (self.finished or time.monotonic())
+        return max(0.0, end - self.submitted)
 
     @property
     def processing_seconds(self) -> float | None:
@@ -64,8 +74,16 @@ class JobProgress:
             "units_total": self.units_total,
             "progress": round(self.fraction, 4),
             "elapsed_seconds": round((self.finished or now) - self.submitted, 2),
+            "queue_seconds": round(self.queue_seconds, 2),
             "processing_seconds": None if self.processing_seconds is None else round(self.processing_seconds, 2),
+            "stage": self.stage,
+            "diarization_seconds": self.diarization_seconds_now(now),
         }
+
+    def diarization_seconds_now(self, now: float) -> float | None:
+        if self.stage != DIARIZING or self.stage_started is None:
+            return None
+        return round((self.finished or now) - self.stage_started, 2)
 
 
 class ProgressBoard:
@@ -89,6 +107,14 @@ class ProgressBoard:
             self._forget_old()
         return lambda done, total: self.report(request_id, done, total)
 
+    def mark_running(self, request_id: str) -> None:
+        """The job holds the model from now (its first report comes after speech detection)."""
+        with self._lock:
+            job = self._jobs.get(request_id)
+            if job is not None and job.finished is None and job.started is None:
+                job.started = time.monotonic()
+                job.status = RUNNING
+
     def report(self, request_id: str, done: int, total: int) -> None:
         with self._lock:
             job = self._jobs.get(request_id)
@@ -104,6 +130,14 @@ class ProgressBoard:
             job.logged_step = step
             line = (job.request_id, job.fraction * 100, job.audio_seconds, job.processing_seconds or 0.0)
         log.info("job %s: %.0f%% of %.0f s of audio after %.1f s", *line)
+
+    def set_stage(self, request_id: str, stage: str) -> None:
+        """The job moved on (transcribing -> diarizing); its units stay as the model left them."""
+        with self._lock:
+            job = self._jobs.get(request_id)
+            if job is not None and job.finished is None:
+                job.stage, job.stage_started = stage, time.monotonic()
+                job.status = RUNNING
 
     def finish(self, request_id: str, succeeded: bool) -> JobProgress | None:
         """Mark the job done; returns its final record (None if it was never started)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import logging
 import re
 import uuid
 from dataclasses import replace
@@ -11,18 +13,25 @@ from typing import TYPE_CHECKING, Any, Callable
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.datastructures import FileStorage, MultiDict
 
-from . import access_log, formats
+from . import access_log, formats, known_speakers, memory, speakers
 from .metrics import metrics
 from .audio import SUPPORTED_FORMATS, AudioDecodeError, AudioTooLong, decode
 from .config import RESPONSE_FORMATS, DeploymentSettings, Settings
-from .errors import ApiError, deployment_not_found, invalid_field, too_many_requests, unauthorized
+from .cancellation import CLIENT_DISCONNECTED, Cancellation, JobCancelled
+from .errors import (
+    ApiError, client_closed_request, deployment_not_found, invalid_field, service_unavailable, too_many_requests,
+    unauthorized,
+)
 from .languages import UnsupportedLanguage, UnsupportedTask, normalize_language
-from .model_queue import Cancelled, QueueFull
-from .progress import ProgressBoard
+from .model_queue import QueueFull
+from .progress import DIARIZING, ProgressBoard
+from .shutdown import ShutdownState, ShuttingDown
 from .transcript import Transcript, TranscriptionJob
 
 if TYPE_CHECKING:  # routes never import torch; the engine arrives through the app
     from .engine import Engine
+
+log = logging.getLogger(__name__)
 
 blueprint = Blueprint("audio", __name__)
 
@@ -31,6 +40,10 @@ TRANSLATE = "translate"
 GRANULARITIES = {"segment", "word"}
 API_VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 MAX_PROMPT_CHARACTERS = 4000
+# Every other text field holds a name, a code or a number.
+MAX_FIELD_CHARACTERS = 1000
+# the fields that may be longer: a prompt, and a known speaker's reference clip (a data URL)
+FIELD_CHARACTER_LIMITS = {"prompt": MAX_PROMPT_CHARACTERS, known_speakers.REFERENCES: known_speakers.MAX_FORM_FIELD_BYTES}
 
 
 def settings() -> Settings:
@@ -43,6 +56,10 @@ def engine() -> "Engine":
 
 def progress_board() -> ProgressBoard:
     return current_app.extensions["whisper_api.progress"]
+
+
+def shutdown_state() -> ShutdownState:
+    return current_app.extensions["whisper_api.shutdown"]
 
 
 @blueprint.get("/health")
@@ -132,30 +149,54 @@ def serve_audio(
 ) -> Response:
     authenticate()
     check_api_version(required=api_version_required)
+    check_field_lengths(request.form)
     deployment = resolve_deployment()
     access_log.note(deployment=deployment.name)
     form = request.form
-    response_format = read_response_format(form)
+    response_format = read_response_format(form, task)
     granularities = read_granularities(form, response_format, task)
-    job = build_job(form, read_upload(), deployment, task, word_timestamps="word" in granularities)
+    diarize = read_diarize(form, response_format, deployment)
+    # speakers change inside a segment where its words say so
+    word_timestamps = "word" in granularities or (diarize and task == TRANSCRIBE)
+    job = build_job(form, read_upload(), deployment, task, word_timestamps=word_timestamps)
+    if diarize:
+        job = replace(job, diarize=True, known_speakers=known_speakers.read_known_speakers(form))
+        speakers.speaker_model().get()  # a missing speaker model answers before the transcription runs
     access_log.note(audio_seconds=round(job.duration, 2))
     transcript = transcribe_with_progress(job, deployment)
     return render(transcript, response_format, include_segments=not granularities or "segment" in granularities)
 
 
 def transcribe_with_progress(job: TranscriptionJob, deployment: DeploymentSettings) -> Transcript:
-    """Run the job on the engine, its progress on the board under this request's id."""
+    """Run the job on the engine, its progress on the board under this request's id; a client that
+    hangs up, or a shutdown, cancels it between decoding steps."""
     board = progress_board()
     if board.is_active(g.request_id):  # a client reused the id of a job still running: keep them apart
         g.request_id = str(uuid.uuid4())
-    reporter = board.start(g.request_id, deployment.name, job.duration)
+    cancellation = job_cancellation()
+    memory.note_job()
     succeeded = False
     try:
-        transcript = engine().transcribe(
-            replace(job, on_progress=reporter), cancelled=request.environ.get("waitress.client_disconnected")
-        )
-        succeeded = True
-        metrics().observe_model_time(deployment.name, transcript.model_seconds)
+        with shutdown_state().job(cancellation):
+            request_id = g.request_id
+            reporter = board.start(request_id, deployment.name, job.duration)
+            try:
+                transcript = engine().transcribe(replace(
+                    job, on_progress=reporter, on_start=lambda: board.mark_running(request_id),
+                    cancellation=cancellation))
+                if job.diarize:  # after the transcription, on the CPU: the model is free for the next job
+                    board.set_stage(request_id, DIARIZING)
+                    transcript, seconds = speakers.label_speakers(transcript, job)
+                    metrics().observe_diarization(deployment.name, seconds)
+                succeeded = True
+                metrics().observe_model_time(deployment.name, transcript.model_seconds)
+            finally:
+                record = board.finish(g.request_id, succeeded)
+                if record is not None and record.started is not None:
+                    access_log.note(queue_seconds=round(record.queue_seconds, 3),
+                                    processing_seconds=round(record.processing_seconds or 0.0, 3))
+                if succeeded and record is not None:
+                    metrics().observe_job(record)
     except UnsupportedLanguage as error:
         if error.english_only:
             raise invalid_field("language", f"The model {engine().info.model} is English-only: language "
@@ -167,14 +208,35 @@ def transcribe_with_progress(job: TranscriptionJob, deployment: DeploymentSettin
     except QueueFull as error:
         metrics().observe_rejection(deployment.name)
         raise too_many_requests(deployment.name, error.retry_after_seconds) from None
-    except Cancelled:
-        raise ApiError(499, "client_closed_request", "The client closed the connection before the transcription "
-                       "finished.") from None
-    finally:
-        record = board.finish(g.request_id, succeeded)
-        if succeeded and record is not None:
-            metrics().observe_job(record)
+    except ShuttingDown as error:
+        raise shutting_down(error.retry_after_seconds) from None
+    except JobCancelled as error:
+        if error.reason == CLIENT_DISCONNECTED:
+            log.info("request %s: the client closed the connection; its job was %s", g.request_id,
+                     "stopped on the model" if cancellation.running else "taken out of the queue")
+            raise client_closed_request("The client closed the connection before the transcription finished.") from None
+        log.warning("request %s: answered 503, the server is shutting down (%s)", g.request_id,
+                    "its job was stopped after the grace period" if cancellation.running else "it was still queued")
+        raise shutting_down(shutdown_state().retry_after()) from None
     return transcript
+
+
+def job_cancellation() -> Cancellation:
+    """This request's job stops when Waitress sees its client hang up (it reads ahead on the
+    connection while the job runs) or when the server shuts down."""
+    disconnected = request.environ.get("waitress.client_disconnected")
+    return Cancellation(((CLIENT_DISCONNECTED, disconnected),) if disconnected is not None else ())
+
+
+def shutting_down(retry_after_seconds: int) -> ApiError:
+    return service_unavailable("The server is shutting down and takes no new work; retry later.", retry_after_seconds)
+
+
+def refuse_while_shutting_down() -> None:
+    """Before every request: once a shutdown began, new requests get 503 with Retry-After."""
+    state = shutdown_state()
+    if state.draining:
+        raise shutting_down(state.retry_after())
 
 
 def authenticate() -> None:
@@ -192,6 +254,26 @@ def authenticate() -> None:
     matches = [hmac.compare_digest(presented, candidate.encode("utf-8")) for candidate in allowed]
     if not any(matches):
         raise unauthorized()
+
+
+def is_loopback(address: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address((address or "").split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def refuse_remote_clients_without_keys() -> None:
+    """Before every request: with no [auth] api_keys, only this PC may call the server (a
+    `waitress-serve` on 0.0.0.0, or host = 0.0.0.0, must not open it to the whole network)."""
+    if not settings().auth.api_keys and not is_loopback(request.remote_addr):
+        raise ApiError(
+            401, "401",
+            "This server has no API keys configured ([auth] api_keys), so it only serves clients on its own "
+            "PC. Set api_keys in its INI file and send one in the api-key header to call it from the network.",
+        )
 
 
 def check_api_version(required: bool) -> None:
@@ -232,6 +314,14 @@ def deployment_from_model_field(openai_style: bool) -> DeploymentSettings:
     return deployment
 
 
+def check_field_lengths(form: MultiDict) -> None:
+    """An oversized text field is a 400 naming it, whichever field it is."""
+    for name, value in form.items(multi=True):
+        limit = FIELD_CHARACTER_LIMITS.get(name.removesuffix("[]"), MAX_FIELD_CHARACTERS)
+        if len(value) > limit:
+            raise invalid_field(name[:100], f"The '{name[:100]}' field is too long: at most {limit} characters.")
+
+
 def read_granularities(form: MultiDict, response_format: str, task: str) -> set[str]:
     """timestamp_granularities[] (the SDKs repeat the bracketed name): segment and/or word."""
     values = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
@@ -261,13 +351,27 @@ def read_upload() -> FileStorage:
     return uploads[0]
 
 
-def read_response_format(form: MultiDict) -> str:
+def read_response_format(form: MultiDict, task: str = TRANSCRIBE) -> str:
     value = form.get("response_format", "json").strip() or "json"
     if value not in RESPONSE_FORMATS:
         raise invalid_field(
             "response_format", f"Invalid response_format {value[:40]!r}: use one of {', '.join(RESPONSE_FORMATS)}."
         )
+    if value == "diarized_json" and task != TRANSCRIBE:
+        raise invalid_field("response_format", "response_format 'diarized_json' is for transcriptions, not translations.")
     return value
+
+
+def read_diarize(form: MultiDict, response_format: str, deployment: DeploymentSettings) -> bool:
+    """diarized_json always names speakers; srt and vtt do on a deployment with `diarize = true`."""
+    diarize = response_format == "diarized_json" or (deployment.diarize and response_format in ("srt", "vtt"))
+    if known_speakers.sent(form) and not diarize:
+        raise invalid_field(
+            known_speakers.NAMES,
+            "known_speaker_names[] and known_speaker_references[] need response_format 'diarized_json' "
+            "(or srt/vtt on a deployment with diarize = true).",
+        )
+    return diarize
 
 
 def read_language(form: MultiDict, deployment: DeploymentSettings) -> str | None:
@@ -294,9 +398,7 @@ def read_temperature(form: MultiDict, deployment: DeploymentSettings) -> float:
 
 
 def read_prompt(form: MultiDict, deployment: DeploymentSettings) -> str | None:
-    value = form.get("prompt", "")
-    if len(value) > MAX_PROMPT_CHARACTERS:
-        raise invalid_field("prompt", f"The prompt is too long: at most {MAX_PROMPT_CHARACTERS} characters.")
+    value = form.get("prompt", "")  # its length is checked with every field's (check_field_lengths)
     if "\ufffd" in value:  # the form parser replaces bytes that are not UTF-8
         raise invalid_field("prompt", "The prompt is not valid UTF-8 text.")
     return value.strip() or deployment.prompt

@@ -7,6 +7,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cancellation import Cancellation
+
+
+@dataclass(frozen=True)
+class KnownSpeaker:
+    """A speaker named by the client, with a 2-10 s reference clip of their voice."""
+
+    name: str
+    samples: np.ndarray  # float32 mono 16 kHz
+
 
 @dataclass(frozen=True)
 class TranscriptionJob:
@@ -16,8 +26,14 @@ class TranscriptionJob:
     prompt: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
+    diarize: bool = False  # label each segment with its speaker (after transcription, on the CPU)
+    known_speakers: tuple[KnownSpeaker, ...] = field(default=(), compare=False, repr=False)
     # (units done, units total) as decoding goes: once (0, total), then after each window/chunk
     on_progress: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
+    # called once the job holds the model (before speech detection, which takes seconds on long audio)
+    on_start: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    # asked between decoding steps and chunk batches: a client that hung up, a server shutting down
+    cancellation: Cancellation | None = field(default=None, compare=False, repr=False)
 
     @property
     def duration(self) -> float:
@@ -46,6 +62,7 @@ class Segment:
     compression_ratio: float
     no_speech_prob: float
     words: list[Word] = field(default_factory=list)
+    speaker: str | None = None  # set by diarization: "A", "B", ... or a known speaker's name
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def wait_until_healthy(url: str, timeout_seconds: float = 120.0) -> None:
         try:
             if requests.get(f"{url}/health", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or bound but still loading
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not become healthy in {timeout_seconds} s")

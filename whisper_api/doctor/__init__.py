@@ -2,7 +2,7 @@
 
 One module per check: versions, adapters (Windows' list matched to DirectML's), device_choice,
 tensor_checks, fallbacks (operators DirectML ran on the CPU), model_check (load, transcription
-score and speed); report writes it all. The exit code is 1 when something would stop the server
+score and speed), speaker_check (the diarization model); report writes it all. The exit code is 1 when something would stop the server
 or make it produce wrong text (a broken device, a model that does not load, a nonsense
 transcript), else 0.
 """
@@ -18,6 +18,7 @@ from .device_choice import report_device_choice
 from .fallbacks import FallbackWatcher, report_fallbacks
 from .model_check import report_model_load, report_transcription
 from .report import Report, quiet_logging
+from .speaker_check import report_speaker_model
 from .tensor_checks import report_tensor_check
 from .versions import report_versions
 
@@ -43,6 +44,7 @@ def run_doctor(settings: Settings, out: TextIO | None = None) -> int:
                 report.section("Model")
                 report.item("skipped", "the device failed the tensor check, so the model was not loaded")
         report_fallbacks(report, watcher, choice)
+        report_speaker_model(report, settings)
     if held.lines():
         report.section("Log messages while checking")
         for line in held.lines():

@@ -144,6 +144,29 @@ def check_operations(device: torch.device, dtype: torch.dtype, attention: str) -
     return checks
 
 
+INT8_TOLERANCE = 3e-2  # int8 weights and 7-bit activations: about 2 significant digits
+
+
+def check_int8_projection(device: torch.device) -> OperationCheck:
+    """The int8 weights' product (quantization.Int8Projection) with its input on `device`,
+    against the float product on the CPU. Its kernels are the CPU's: on another device it can
+    only raise or run through a fallback to the CPU (the CPU fallbacks section names it)."""
+    from ..inference.quantization import Int8Projection
+
+    generator = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(96, 64, generator=generator) * 0.1, torch.randn(96, generator=generator) * 0.1
+    inputs = torch.randn(5, 64, generator=generator)
+    name = "int8 projection (quantized weights, activations quantized per call)"
+    try:
+        with torch.no_grad():
+            expected = torch.nn.functional.linear(inputs, weight, bias)
+            actual = Int8Projection(weight, bias)(inputs.to(device)).to(device="cpu", dtype=torch.float32)
+        difference = float((actual - expected).abs().max()) / max(float(expected.abs().max()), 1.0)
+        return OperationCheck(name, difference, INT8_TOLERANCE)
+    except Exception as error:
+        return OperationCheck(name, None, INT8_TOLERANCE, f"{type(error).__name__}: {error}".strip())
+
+
 def report_tensor_check(report: Report, choice: devices.DeviceChoice, settings: Settings) -> bool:
     report.section("Tensor check")
     dtype_name = devices.resolve_dtype(settings.model.dtype, choice.kind)
@@ -151,7 +174,17 @@ def report_tensor_check(report: Report, choice: devices.DeviceChoice, settings: 
     if choice.kind == "directml":
         float64 = {True: "supported", False: "not supported (whisper-api decodes without it)", None: "unknown"}
         report.item("float64", float64[choice.float64_support])
-    checks = check_operations(choice.device, getattr(torch, dtype_name), settings.model.attention)
+    # int8: float32 activations around int8 projection weights
+    compute_dtype = torch.float32 if dtype_name == "int8" else getattr(torch, dtype_name)
+    checks = check_operations(choice.device, compute_dtype, settings.model.attention)
+    refused = devices.dtype_problem(choice.kind, dtype_name) if dtype_name == "int8" else None
+    if dtype_name == "int8":
+        int8 = check_int8_projection(choice.device)
+        if refused:  # reported here, once, with what the device did
+            happened = int8.error or ("ran, through the CPU" if int8.passed else "gave wrong results")
+            report.problem(f"int8 projection on {choice.kind}: {happened}; the server refuses dtype = int8 there", refused)
+        else:
+            checks.append(int8)
     for check in checks:
         if check.passed:
             report.ok(f"{check.name}: matches the CPU (largest difference {check.largest_difference:.1e})")
@@ -164,12 +197,14 @@ def report_tensor_check(report: Report, choice: devices.DeviceChoice, settings: 
                 f"(difference {check.largest_difference:.1e}, allowed {check.tolerance:.0e})",
                 _advice(check, dtype_name),
             )
-    return all(check.passed for check in checks)
+    return refused is None and all(check.passed for check in checks)
 
 
 def _advice(check: OperationCheck, dtype_name: str) -> str:
     if check.name == "attention (sdpa)":
         return "set [model] attention = eager"
+    if dtype_name == "int8":
+        return "set [model] dtype = float32 (this CPU's quantized kernels give wrong results)"
     if dtype_name != "float32":
         return f"set [model] dtype = float32 ({dtype_name} is unstable on some devices and drivers)"
     return "update the graphics driver; until then set [model] device = cpu"

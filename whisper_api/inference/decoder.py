@@ -13,11 +13,12 @@ token from the logits after the rules, averaged over the tokens plus end-of-text
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
+from ..cancellation import Cancellation, raise_if_cancelled
 from .forward import Cache, TextDecoder
 from .model import LoadedModel
 from .rules import DecodingRules, NEGATIVE_INFINITY, TimestampState
@@ -38,6 +39,8 @@ class DecodingRequest:
     min_new_tokens: int = 0  # benchmarks only: end-of-text is forbidden before this many tokens
     # a row whose text loops is stopped early once it fails this check (it would fail it anyway)
     compression_ratio_threshold: float = 2.4
+    # checked before every step: a cancelled job leaves the model within one step
+    cancellation: Cancellation | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ class Sampling:
         heads = decoder.alignment_heads if request.word_timestamps else None
         live = LiveRows(rows, end_of_text, rules.timestamp_begin)
         for step in range(request.max_new_tokens):
+            raise_if_cancelled(request.cancellation)
             forbid_end_of_text = step < request.min_new_tokens
             if step == 0:
                 forbidden = rules.forbidden(0, state)
@@ -204,13 +208,17 @@ class Sampling:
                 if graphed:
                     graphed.load(chosen, len(request.prefix), state, sum_logprobs)
             elif graphed:
-                chosen = graphed.replay(forbid_end_of_text)
+                # the next step is launched before this one's tokens are read, so the GPU does not
+                # wait for the host; not before a loop check, which reads the sums of this step
+                loop_check = step % LOOP_CHECK_STEPS == LOOP_CHECK_STEPS - 1 and not request.min_new_tokens
+                ahead = step + 1 < request.max_new_tokens and not loop_check
+                chosen = graphed.step_tokens(forbid_end_of_text, step + 1 < request.min_new_tokens, ahead)
             else:
                 extra = rules.end_of_text_forbidden if forbid_end_of_text else None
                 chosen, state, weights = self.one_step(chosen, position, cache, state, sum_logprobs, extra, heads)
                 if heads:
                     live.record_weights(torch.cat([weights[layer] for layer in heads], dim=1))
-            live.record(chosen.cpu().numpy())  # the one transfer of the step
+            live.record(chosen if isinstance(chosen, np.ndarray) else chosen.cpu().numpy())  # the step's one transfer
             # (not when a benchmark forces the length: a random-weight model loops at will)
             if step % LOOP_CHECK_STEPS == LOOP_CHECK_STEPS - 1 and not request.min_new_tokens:
                 live.stop_loops(lambda: (graphed.sum_logprobs if graphed else sum_logprobs).cpu().numpy(),
@@ -301,6 +309,7 @@ class BeamSearch:
         vocabulary = decoder.vocabulary_size
         chosen = torch.empty(0)
         for step in range(request.max_new_tokens):
+            raise_if_cancelled(request.cancellation)
             if step > 0:
                 logits, _ = decoder.forward.step(chosen, position, cache)
                 logits = logits.float()
@@ -382,6 +391,9 @@ class GraphedSteps:
         self.sum_logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
         self.extra_forbidden = torch.zeros_like(decoder.rules.end_of_text_forbidden)
         self.greedy = Sampling(decoder, DecodingRequest(()), None)
+        self.host_tokens = [torch.empty(rows, dtype=torch.long).pin_memory() for _ in range(2)]
+        self.turn = 0
+        self.pending: tuple[torch.cuda.Event, torch.Tensor] | None = None
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
@@ -400,11 +412,13 @@ class GraphedSteps:
 
     def prepare(self, encoded: torch.Tensor) -> Cache:
         """The static cache made ready for a new batch: its encoder keys and values, nothing visible."""
+        self.pending = None
         self.decoder.forward.load_cross(self.cache, encoded)
         self.cache.visible.fill_(float("-inf"))
         return self.cache
 
     def load(self, chosen: torch.Tensor, position: int, state: TimestampState, sum_logprobs: torch.Tensor) -> None:
+        self.pending = None
         self.chosen.copy_(chosen)
         self.position.fill_(position)
         self.state.copy_(state)
@@ -415,3 +429,24 @@ class GraphedSteps:
                                    else torch.zeros_like(self.extra_forbidden))
         self.graph.replay()
         return self.chosen
+
+    def _launch(self, forbid_end_of_text: bool) -> tuple[torch.cuda.Event, torch.Tensor]:
+        """Replay one step and queue the copy of its tokens to pinned host memory."""
+        self.replay(forbid_end_of_text)
+        self.turn ^= 1
+        tokens = self.host_tokens[self.turn]
+        tokens.copy_(self.chosen, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return done, tokens
+
+    def step_tokens(self, forbid_end_of_text: bool, forbid_next: bool, ahead: bool) -> np.ndarray:
+        """This step's tokens on the host. With `ahead`, the next step is launched first (its
+        tokens are read by the next call), so the GPU works while the host reads these; a step
+        launched after every row has finished only repeats end-of-text at log probability 0."""
+        if self.pending is None:
+            self.pending = self._launch(forbid_end_of_text)
+        done, tokens = self.pending
+        self.pending = self._launch(forbid_next) if ahead else None
+        done.synchronize()
+        return tokens.numpy().copy()

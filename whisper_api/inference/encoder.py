@@ -17,32 +17,19 @@ import torch
 import torch.nn.functional as F
 
 from .attention import attention_function
+from .quantization import Projection, fuse_projections, projection, qkv_projection
+
+__all__ = ["AudioEncoder", "fuse_projections"]
 
 
 @dataclass
 class EncoderLayerWeights:
     attention_norm: tuple[torch.Tensor, torch.Tensor]
-    qkv: torch.Tensor  # (3 * width, width): query, key and value projections fused
-    qkv_bias: torch.Tensor
-    out: torch.Tensor
-    out_bias: torch.Tensor
+    qkv: Projection  # query, key and value projections fused
+    out: Projection
     mlp_norm: tuple[torch.Tensor, torch.Tensor]
-    fc1: torch.Tensor
-    fc1_bias: torch.Tensor
-    fc2: torch.Tensor
-    fc2_bias: torch.Tensor
-
-
-def fuse_projections(attention) -> tuple[torch.Tensor, torch.Tensor]:
-    """One (3 * width, width) matrix holding the query, key and value projections; the module's
-    weights become views of it. The key projection has no bias: its part of the bias is zero."""
-    query, key, value = attention.q_proj, attention.k_proj, attention.v_proj
-    fused = torch.cat([query.weight.data, key.weight.data, value.weight.data])
-    width = query.weight.shape[0]
-    for index, projection in enumerate((query, key, value)):
-        projection.weight.data = fused[index * width : (index + 1) * width]
-    bias = torch.cat([query.bias.data, torch.zeros_like(query.bias.data), value.bias.data])
-    return fused, bias
+    fc1: Projection
+    fc2: Projection
 
 
 class AudioEncoder:
@@ -63,14 +50,13 @@ class AudioEncoder:
 
     @staticmethod
     def _layer(layer) -> EncoderLayerWeights:
-        qkv, qkv_bias = fuse_projections(layer.self_attn)
         return EncoderLayerWeights(
             attention_norm=(layer.self_attn_layer_norm.weight.data, layer.self_attn_layer_norm.bias.data),
-            qkv=qkv, qkv_bias=qkv_bias,
-            out=layer.self_attn.out_proj.weight.data, out_bias=layer.self_attn.out_proj.bias.data,
+            qkv=qkv_projection(layer.self_attn),
+            out=projection(layer.self_attn.out_proj),
             mlp_norm=(layer.final_layer_norm.weight.data, layer.final_layer_norm.bias.data),
-            fc1=layer.fc1.weight.data, fc1_bias=layer.fc1.bias.data,
-            fc2=layer.fc2.weight.data, fc2_bias=layer.fc2.bias.data,
+            fc1=projection(layer.fc1),
+            fc2=projection(layer.fc2),
         )
 
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
@@ -82,16 +68,16 @@ class AudioEncoder:
         heads = self.heads
         for layer in self.layers:
             normed = F.layer_norm(hidden, (width,), *layer.attention_norm, self.epsilon)
-            qkv = F.linear(normed, layer.qkv, layer.qkv_bias).view(rows, frames, 3, heads, width // heads)
+            qkv = layer.qkv(normed).view(rows, frames, 3, heads, width // heads)
             query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
             attended = self.attend(query, key, value)
             attended = attended.transpose(1, 2).reshape(rows * frames, width)
-            hidden = torch.addmm(hidden, attended, layer.out.t()).add_(layer.out_bias)
+            hidden = layer.out.plus(attended, hidden)
             normed = F.layer_norm(hidden, (width,), *layer.mlp_norm, self.epsilon)
-            expanded = F.linear(normed, layer.fc1, layer.fc1_bias)
+            expanded = layer.fc1(normed)
             # in place on the CPU, where a fresh (frames x 4 width) tensor a layer costs page faults;
             # elsewhere the plain operator (torch-directml's in-place coverage is not documented)
             expanded = torch.ops.aten.gelu_(expanded) if self.in_place else F.gelu(expanded)
-            hidden = torch.addmm(hidden, expanded, layer.fc2.t()).add_(layer.fc2_bias)
+            hidden = layer.fc2.plus(expanded, hidden)
         hidden = F.layer_norm(hidden, (width,), *self.final_norm, self.epsilon)
         return hidden.view(rows, frames, width)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..cancellation import Cancellation
 from ..repetition import trim_repetition
 from .decoder import Decoded, Decoder, DecodingRequest
 
@@ -56,7 +57,7 @@ class FallbackDecoder:
 
     def decode(self, encoded: torch.Tensor, frames: list[int], prefix: tuple[int, ...], temperature: float,
                word_timestamps: bool, generator: torch.Generator, first_temperature_forced: bool = False,
-               ) -> list[Decoded]:
+               cancellation: Cancellation | None = None) -> list[Decoded]:
         """Each row decoded at the first temperature it passes the checks at; a row that passes at
         none keeps its most confident text that does not loop (faster-whisper's choice: the last
         temperature's text is the most random one, often invented), its repeats trimmed.
@@ -70,7 +71,8 @@ class FallbackDecoder:
         for current in schedule:
             rows = torch.tensor(pending, device=encoded.device)
             request = DecodingRequest(prefix, current, self.options.beam_size if current == 0 else 1, word_timestamps,
-                                      compression_ratio_threshold=self.options.compression_ratio_threshold)
+                                      compression_ratio_threshold=self.options.compression_ratio_threshold,
+                                      cancellation=cancellation)
             if self.options.forced_new_tokens:
                 request = replace(request, max_new_tokens=self.options.forced_new_tokens,
                                   min_new_tokens=self.options.forced_new_tokens)

@@ -18,34 +18,22 @@ import torch
 import torch.nn.functional as F
 
 from .attention import attention_function
-from .encoder import fuse_projections
+from .quantization import Projection, projection, qkv_projection, vocabulary_projection
 
 
 @dataclass
 class LayerWeights:
     self_norm: tuple[torch.Tensor, torch.Tensor]
-    qkv_t: torch.Tensor  # (width, 3 * width): query, key, value projections fused and transposed
-    qkv_bias: torch.Tensor
-    self_out_t: torch.Tensor
-    self_out_bias: torch.Tensor
+    qkv: Projection  # query, key and value projections fused: (width -> 3 * width)
+    self_out: Projection
     cross_norm: tuple[torch.Tensor, torch.Tensor]
-    cross_query_t: torch.Tensor
-    cross_query_bias: torch.Tensor
-    cross_key: torch.nn.Linear
-    cross_value: torch.nn.Linear
-    cross_out_t: torch.Tensor
-    cross_out_bias: torch.Tensor
+    cross_query: Projection
+    cross_key: Projection
+    cross_value: Projection
+    cross_out: Projection
     mlp_norm: tuple[torch.Tensor, torch.Tensor]
-    fc1_t: torch.Tensor
-    fc1_bias: torch.Tensor
-    fc2_t: torch.Tensor
-    fc2_bias: torch.Tensor
-
-
-def _fuse_qkv(attention) -> tuple[torch.Tensor, torch.Tensor]:
-    """The query, key and value projections as one transposed (width, 3 * width) matrix."""
-    fused, bias = fuse_projections(attention)
-    return fused.t(), bias
+    fc1: Projection
+    fc2: Projection
 
 
 def _norm(layer_norm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,8 +156,8 @@ class TextDecoder:
         self.heads = config.decoder_attention_heads
         self.head_width = self.width // self.heads
         self.embed_scale = (self.width**0.5) if config.scale_embedding else 1.0
+        self.output = vocabulary_projection(model)  # first: on CUDA it re-points the (tied) embedding
         self.token_embedding = decoder.embed_tokens.weight.data
-        self.logits_t = model.proj_out.weight.data.t()
         self.positions = decoder.embed_positions.weight.data
         self.final_norm = _norm(decoder.layer_norm)
         self.layers = [self._layer(layer) for layer in decoder.layers]
@@ -177,19 +165,18 @@ class TextDecoder:
 
     @staticmethod
     def _layer(layer) -> LayerWeights:
-        qkv_t, qkv_bias = _fuse_qkv(layer.self_attn)
         cross = layer.encoder_attn
         return LayerWeights(
             self_norm=_norm(layer.self_attn_layer_norm),
-            qkv_t=qkv_t, qkv_bias=qkv_bias,
-            self_out_t=layer.self_attn.out_proj.weight.data.t(), self_out_bias=layer.self_attn.out_proj.bias.data,
+            qkv=qkv_projection(layer.self_attn),
+            self_out=projection(layer.self_attn.out_proj),
             cross_norm=_norm(layer.encoder_attn_layer_norm),
-            cross_query_t=cross.q_proj.weight.data.t(), cross_query_bias=cross.q_proj.bias.data,
-            cross_key=cross.k_proj, cross_value=cross.v_proj,
-            cross_out_t=cross.out_proj.weight.data.t(), cross_out_bias=cross.out_proj.bias.data,
+            cross_query=projection(cross.q_proj),
+            cross_key=projection(cross.k_proj), cross_value=projection(cross.v_proj),
+            cross_out=projection(cross.out_proj),
             mlp_norm=_norm(layer.final_layer_norm),
-            fc1_t=layer.fc1.weight.data.t(), fc1_bias=layer.fc1.bias.data,
-            fc2_t=layer.fc2.weight.data.t(), fc2_bias=layer.fc2.bias.data,
+            fc1=projection(layer.fc1),
+            fc2=projection(layer.fc2),
         )
 
     def cross_keys_values(self, encoded: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -197,8 +184,8 @@ class TextDecoder:
         rows, frames, _ = encoded.shape
         cross_keys, cross_values = [], []
         for layer in self.layers:
-            for projection, target in ((layer.cross_key, cross_keys), (layer.cross_value, cross_values)):
-                projected = projection(encoded).view(rows, frames, self.heads, self.head_width)
+            for project, target in ((layer.cross_key, cross_keys), (layer.cross_value, cross_values)):
+                projected = project(encoded).view(rows, frames, self.heads, self.head_width)
                 target.append(projected.transpose(1, 2).contiguous())
         return cross_keys, cross_values
 
@@ -235,25 +222,22 @@ class TextDecoder:
         weights: dict[int, torch.Tensor] = {}
         for index, layer in enumerate(self.layers):
             normed = self._layer_norm(hidden, layer.self_norm)
-            qkv = F.linear(normed, layer.qkv_t.t(), layer.qkv_bias).view(rows, length, 3, self.heads, self.head_width)
+            qkv = layer.qkv(normed).view(rows, length, 3, self.heads, self.head_width)
             query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
             cache.self_keys[index][:, :, :length] = key
             cache.self_values[index][:, :, :length] = value
             attended = self.attend(query, key, value, is_causal=True)
-            hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, self.width),
-                                       layer.self_out_t.t(), layer.self_out_bias)
+            hidden = hidden + layer.self_out(attended.transpose(1, 2).reshape(rows, length, self.width))
             normed = self._layer_norm(hidden, layer.cross_norm)
-            query = F.linear(normed, layer.cross_query_t.t(), layer.cross_query_bias)
+            query = layer.cross_query(normed)
             query = query.view(rows, length, self.heads, self.head_width).transpose(1, 2)
             keys, values = cache.cross_keys[index], cache.cross_values[index]
             attended = self.attend(query, keys, values)
             if attention_heads and index in attention_heads:
                 weights[index] = self.attention_weights(query, cache, index, attention_heads[index])
-            hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, self.width),
-                                       layer.cross_out_t.t(), layer.cross_out_bias)
+            hidden = hidden + layer.cross_out(attended.transpose(1, 2).reshape(rows, length, self.width))
             normed = self._layer_norm(hidden, layer.mlp_norm)
-            hidden = hidden + F.linear(F.gelu(F.linear(normed, layer.fc1_t.t(), layer.fc1_bias)),
-                                       layer.fc2_t.t(), layer.fc2_bias)
+            hidden = hidden + layer.fc2(F.gelu(layer.fc1(normed)))
         return self._layer_norm(hidden, self.final_norm), weights
 
     def attention_weights(self, query: torch.Tensor, cache: Cache, layer: int, heads: torch.Tensor) -> torch.Tensor:
@@ -266,7 +250,7 @@ class TextDecoder:
         return scores.float().softmax(dim=-1)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.mm(hidden, self.logits_t)
+        return self.output(hidden)
 
     def step(self, tokens: torch.Tensor, position: torch.Tensor, cache: Cache,
              attention_heads: dict[int, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
@@ -291,23 +275,22 @@ class TextDecoder:
         weights: dict[int, torch.Tensor] = {}
         for index, layer in enumerate(self.layers):
             normed = F.layer_norm(hidden, (self.width,), layer.self_norm[0], layer.self_norm[1], self.epsilon)
-            torch.addmm(layer.qkv_bias, normed, layer.qkv_t, out=buffers.qkv)
+            layer.qkv.into(normed, buffers.qkv)
             if per_row:
                 cache.self_keys_values[index].scatter_(2, where, buffers.key_value)
             else:
                 cache.self_keys_values[index].index_copy_(2, position, buffers.key_value)
             attended = self.attend(buffers.query, cache.self_keys[index], cache.self_values[index],
                                    attn_mask=cache.visible)
-            hidden = torch.addmm(layer.self_out_bias, attended.view(rows, self.width), layer.self_out_t).add_(hidden)
+            hidden = layer.self_out.plus(attended.view(rows, self.width), hidden)
             normed = F.layer_norm(hidden, (self.width,), layer.cross_norm[0], layer.cross_norm[1], self.epsilon)
-            torch.addmm(layer.cross_query_bias, normed, layer.cross_query_t, out=buffers.cross_query)
+            layer.cross_query.into(normed, buffers.cross_query)
             query = buffers.cross_query_heads
             attended = self.attend(query, cache.cross_keys[index], cache.cross_values[index])
             if attention_heads and index in attention_heads:
                 weights[index] = self.attention_weights(query, cache, index, attention_heads[index])
-            hidden = torch.addmm(layer.cross_out_bias, attended.view(rows, self.width), layer.cross_out_t).add_(hidden)
+            hidden = layer.cross_out.plus(attended.view(rows, self.width), hidden)
             normed = F.layer_norm(hidden, (self.width,), layer.mlp_norm[0], layer.mlp_norm[1], self.epsilon)
-            expanded = F.gelu(torch.addmm(layer.fc1_bias, normed, layer.fc1_t))
-            hidden = torch.addmm(layer.fc2_bias, expanded, layer.fc2_t).add_(hidden)
+            hidden = layer.fc2.plus(F.gelu(layer.fc1(normed)), hidden)
         hidden = F.layer_norm(hidden, (self.width,), self.final_norm[0], self.final_norm[1], self.epsilon)
-        return torch.mm(hidden, self.logits_t), weights
+        return self.output(hidden), weights

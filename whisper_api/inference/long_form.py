@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..cancellation import raise_if_cancelled
 from ..transcript import Segment, TranscriptionJob
 from .chunks import Chunk, plan_chunks
 from .decoder import MAX_NEW_TOKENS, Decoded, Decoder
@@ -92,7 +93,7 @@ class VadStrategy:
     def transcribe(self, job: TranscriptionJob) -> tuple[str, list[Segment]]:
         samples = job.samples
         detector = self.clip.detector
-        probabilities = detector.frame_probabilities(samples)
+        probabilities = detector.frame_probabilities(samples, job.cancellation)
         regions = detector.regions(samples, probabilities)
         chunks = plan_chunks(regions, probabilities, job.duration, detector.options)
         progress = Progress(job.on_progress)
@@ -100,6 +101,7 @@ class VadStrategy:
         passes = ChunkPasses(self.clip, job, self.clip.prompt_tokens(job), torch.Generator().manual_seed(SAMPLING_SEED))
         texts: list[tuple[Chunk, ChunkText]] = []
         for first in range(0, len(chunks), self.batch_size):
+            raise_if_cancelled(job.cancellation)
             batch = chunks[first : first + self.batch_size]
             if self.cover_speech:
                 texts += passes.covered(batch, probabilities)
@@ -128,6 +130,7 @@ class ChunkPasses:
         self.language = job.language
 
     def decode(self, chunks: list[Chunk], forced_fallback: bool = False) -> list[ChunkText]:
+        raise_if_cancelled(self.job.cancellation)  # each pass (first, again, resumed) is a batch
         encoded = self.clip.encode([speech_only(self.job.samples, chunk) for chunk in chunks])
         if self.language is None:
             self.language = self.clip.detect_language(encoded)
@@ -135,6 +138,7 @@ class ChunkPasses:
             encoded, [chunk_frames(chunk) for chunk in chunks],
             self.clip.prefix(self.language, self.job.task, self.prompt), self.job.temperature,
             self.job.word_timestamps, self.generator, first_temperature_forced=forced_fallback,
+            cancellation=self.job.cancellation,
         )
         texts = []
         for chunk, result in zip(chunks, results):
@@ -240,7 +244,7 @@ class SequentialStrategy:
     def transcribe(self, job: TranscriptionJob) -> tuple[str, list[Segment]]:
         samples = job.samples
         detector = self.clip.detector
-        probabilities = detector.frame_probabilities(samples)
+        probabilities = detector.frame_probabilities(samples, job.cancellation)
         regions = detector.regions(samples, probabilities)
         total_frames = len(samples) // HOP_LENGTH
         progress = Progress(job.on_progress)
@@ -252,6 +256,7 @@ class SequentialStrategy:
         segments: list[Segment] = []
         seek = 0
         while seek < total_frames:
+            raise_if_cancelled(job.cancellation)
             speech_ahead = [region for region in regions if region.end * FRAMES_PER_SECOND > seek]
             if not speech_ahead:
                 break  # nothing but silence, noise or music left
@@ -299,7 +304,8 @@ class SequentialStrategy:
     def decode(self, encoded: torch.Tensor, frames: int, language: str, job: TranscriptionJob, prompt: list[int],
                previous: list[int], generator: torch.Generator) -> Decoded:
         prefix = self.clip.prefix(language, job.task, prompt + previous)
-        return self.clip.fallback.decode(encoded, [frames], prefix, job.temperature, job.word_timestamps, generator)[0]
+        return self.clip.fallback.decode(encoded, [frames], prefix, job.temperature, job.word_timestamps, generator,
+                                         cancellation=job.cancellation)[0]
 
     @staticmethod
     def consumed(text: ChunkText, window_frames: int, offset: float, regions: list[SpeechRegion]) -> int:

