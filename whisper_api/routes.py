@@ -189,6 +189,7 @@ def transcribe_with_progress(job: TranscriptionJob, deployment: DeploymentSettin
                     transcript, seconds = speakers.label_speakers(transcript, job)
                     metrics().observe_diarization(deployment.name, seconds)
                 succeeded = True
+                metrics().observe_model_time(deployment.name, transcript.model_seconds)
             finally:
                 record = board.finish(g.request_id, succeeded)
                 if record is not None and record.started is not None:

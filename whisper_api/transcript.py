@@ -73,3 +73,5 @@ class Transcript:
     text: str
     segments: list[Segment]
     words: list[Word] | None = None  # set when word timestamps were asked for
+    # seconds of model time spent on this job (calls shared with other jobs split by their rows)
+    model_seconds: float = field(default=0.0, compare=False)

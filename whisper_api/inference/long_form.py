@@ -79,7 +79,7 @@ class ClipDecoding:
         return list(self.model.tokens.languages)[int(probabilities.argmax())]
 
     def encode(self, pieces: list[np.ndarray]) -> torch.Tensor:
-        return self.model.encode(self.model.log_mel(pieces))
+        return self.decoder.encode_audio(pieces)
 
 
 class VadStrategy:
