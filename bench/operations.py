@@ -22,6 +22,7 @@ from tests.support.speech import MEETING_SENTENCES, concatenate, japanese_speech
 from tests.support.whisper_checkpoint import ensure_whisper_base  # noqa: E402
 from whisper_api.inference.decoder import Decoder, DecodingRequest  # noqa: E402
 from whisper_api.inference.model import SAMPLE_RATE, WINDOW_FRAMES, LoadedModel  # noqa: E402
+from whisper_api.scheduler import ScheduledDecoder  # noqa: E402
 
 
 class OperationCounter(TorchDispatchMode):
@@ -56,18 +57,55 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {model.name}; {arguments.dtype}; {model.model.config.decoder_layers} decoder layers; one {len(audio[: 28 * SAMPLE_RATE]) / SAMPLE_RATE:.0f} s chunk")
     print("| path | generated tokens | operations | per token | most frequent |")
     print("| --- | --- | --- | --- | --- |")
+    scheduled = ScheduledDecoder(model, max_batch_rows=8, encoder_rows=1)
     with torch.no_grad():
         encoded = model.encode(model.log_mel([audio[: 28 * SAMPLE_RATE]]))
         for name, request in PATHS.items():
             request = DecodingRequest(prefix, request.temperature, request.beam_size, request.word_timestamps)
-            generator = torch.Generator().manual_seed(0)
-            with OperationCounter() as counter:
-                result = decoder.decode(encoded, request, [WINDOW_FRAMES], generator)[0]
-            generated = len(result.tokens) + 1  # and end-of-text
-            total = sum(counter.counts.values())
-            top = ", ".join(f"{op} {count / generated:.0f}" for op, count in counter.counts.most_common(4))
-            print(f"| {name} | {generated} | {total} | {total / generated:.0f} | {top} |", flush=True)
+            for way, through in (("", decoder), (", through the scheduler", scheduled)):
+                generator = torch.Generator().manual_seed(0)
+                with OperationCounter() as counter:
+                    result = through.decode(encoded, request, [WINDOW_FRAMES], generator)[0]
+                report(name + way, result, counter)
+        # two rows a step apart share every step: positions per row
+        request = DecodingRequest(prefix)
+        with OperationCounter() as counter:
+            results, other = concurrent_rows(scheduled, encoded, request)
+        counter.counts.update(other.counts)
+        report("greedy, two jobs' rows a few steps apart, sharing the steps", results, counter)
     return 0
+
+
+def report(name: str, results, counter: OperationCounter) -> None:
+    results = results if isinstance(results, list) else [results]
+    generated = sum(len(result.tokens) + 1 for result in results)  # and end-of-text
+    total = sum(counter.counts.values())
+    top = ", ".join(f"{op} {count / generated:.0f}" for op, count in counter.counts.most_common(4))
+    print(f"| {name} | {generated} | {total} | {total / generated:.0f} | {top} |", flush=True)
+
+
+def concurrent_rows(scheduled: ScheduledDecoder, encoded: torch.Tensor, request: DecodingRequest
+                    ) -> tuple[list, OperationCounter]:
+    """The same chunk for two jobs, the second sent once the first has decoded a few steps. Each
+    thread counts what it dispatches (whichever waits schedules both jobs' steps)."""
+    import threading
+
+    results: list = []
+    other = OperationCounter()
+    scheduler = scheduled.scheduler
+    steps = sum(scheduler.rows_per_step.values())
+
+    def second() -> None:
+        while sum(scheduler.rows_per_step.values()) < steps + 3:
+            threading.Event().wait(0.001)
+        with torch.no_grad(), other:
+            results.append(scheduled.decode(encoded, request, [WINDOW_FRAMES])[0])
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    results.append(scheduled.decode(encoded, request, [WINDOW_FRAMES])[0])
+    thread.join()
+    return results, other
 
 
 if __name__ == "__main__":

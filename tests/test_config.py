@@ -52,6 +52,11 @@ def test_api_keys_are_split_on_commas(tmp_path):
         ("[server]\nthreads = 0\n", "[server] threads"),
         ("[server]\nmax_upload_mb = -1\n", "[server] max_upload_mb"),
         ("[server]\nrequire_api_version = maybe\n", "[server] require_api_version"),
+        ("[server]\nmax_concurrent_jobs = 0\n", "[server] max_concurrent_jobs"),
+        ("[server]\nmax_concurrent_jobs = many\n", "[server] max_concurrent_jobs"),
+        ("[server]\nmax_batch_rows = 0\n", "[server] max_batch_rows"),
+        ("[server]\nmax_batch_rows = lots\n", "[server] max_batch_rows"),
+        ("[server]\nmax_batch_rows = 257\n", "[server] max_batch_rows"),
         ("[model]\nname = m\ndevice = tpu\n", "[model] device"),
         ("[model]\nname = m\ndtype = float64\n", "[model] dtype"),
         ("[model]\nname = m\nattention = flash\n", "[model] attention"),
@@ -74,6 +79,13 @@ def test_bad_values_name_file_section_and_key(tmp_path, text, named):
     message = str(raised.value)
     assert str(path) in message and named in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(("text", "jobs", "rows"), [("", 4, 0), ("max_batch_rows = auto\n", 4, 0),
+                                                   ("max_concurrent_jobs = 2\nmax_batch_rows = 6\n", 2, 6)])
+def test_scheduler_settings_are_read(tmp_path, text, jobs, rows):
+    server = load_settings(write_ini(tmp_path, MINIMAL + "[model]\nname = m\n[server]\n" + text)).server
+    assert (server.max_concurrent_jobs, server.max_batch_rows) == (jobs, rows)
 
 
 def test_vad_strategy_and_its_settings_are_read(tmp_path):

@@ -222,7 +222,7 @@ def test_page_shows_each_segments_speaker(open_page, tmp_path):
     page.click("#send")
     page.wait_for_selector("#segments li .speaker", timeout=MODEL_SECONDS)
     speakers = page.eval_on_selector_all("#segments li .speaker", "items => items.map(item => item.textContent)")
-    assert speakers[0] == "A" and set(speakers) == {"A", "B"}
+    assert speakers[0] == "A" and len(set(speakers)) >= 2  # the count itself is test_diarization's
     raw = json.loads(page.text_content("#raw"))
     assert [segment["speaker"] for segment in raw["segments"]] == speakers
     assert problems == []

@@ -31,7 +31,8 @@ def create_app(settings: Settings | None = None, engine=None) -> "Flask":
     if settings is None:
         settings = load_settings(config_path_from_environment())
     if engine is None:
-        engine = Engine.load(settings.model, settings.server.max_queue)
+        server = settings.server
+        engine = Engine.load(settings.model, server.max_queue, server.max_concurrent_jobs, server.max_batch_rows)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_upload_bytes
     # Werkzeug answers 413 for any text field over 500 kB; the body limit bounds fields already,

@@ -27,9 +27,13 @@ class ConfigError(Exception):
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
-    threads: int = 8
+    threads: int = 10
     max_upload_mb: float = 25.0
     max_queue: int = 4
+    # jobs sharing the scheduler's batches at once (the rest wait in the queue)
+    max_concurrent_jobs: int = 4
+    # rows one encoder call or decoding step takes from all running jobs; 0 = auto, by device
+    max_batch_rows: int = 0
     channel_timeout_seconds: int = 120
     connection_limit: int = 100
     require_api_version: bool = True
@@ -59,7 +63,7 @@ class ModelSettings:
     dtype: str = "auto"
     attention: str = "sdpa"
     strategy: str = "auto"
-    batch_size: int = 8
+    batch_size: int = 0  # chunks of one job decoding at once; 0 = [server] max_batch_rows
     beam_size: int = 1
     max_audio_seconds: float = 7200.0
     warmup: bool = True
@@ -139,6 +143,10 @@ class _SettingsReader:
             threads=self.number("server", "threads", int, ServerSettings.threads, 1, 256),
             max_upload_mb=self.number("server", "max_upload_mb", float, ServerSettings.max_upload_mb, 0.001, 4096),
             max_queue=self.number("server", "max_queue", int, ServerSettings.max_queue, 0, 10000),
+            max_concurrent_jobs=self.number(
+                "server", "max_concurrent_jobs", int, ServerSettings.max_concurrent_jobs, 1, 256
+            ),
+            max_batch_rows=self.auto_number("server", "max_batch_rows", 1, 256),
             channel_timeout_seconds=self.number(
                 "server", "channel_timeout_seconds", int, ServerSettings.channel_timeout_seconds, 1, 86400
             ),
@@ -236,6 +244,12 @@ class _SettingsReader:
         if not minimum <= value <= maximum:  # type: ignore[operator]
             raise self.error(section, key, f"{raw} is outside {minimum}..{maximum}")
         return value
+
+    def auto_number(self, section: str, key: str, minimum: int, maximum: int) -> int:
+        """A whole number, or `auto` (0: the engine picks by device)."""
+        if self.text(section, key, "auto").lower() == "auto":
+            return 0
+        return self.number(section, key, int, 0, minimum, maximum)
 
     def boolean(self, section: str, key: str, default: bool) -> bool:
         raw = self.text(section, key, "")

@@ -16,7 +16,6 @@ from .backlog import Backlog
 from .cancellation import CLIENT_DISCONNECTED, JobCancelled
 from .config import ModelSettings
 from .devices import DeviceChoice, bfloat16_is_native, choose_device, dtype_problem, release_memory, resolve_dtype
-from .inference.decoder import Decoder
 from .inference.fallback import FallbackDecoder, QualityOptions
 from .inference.long_form import ClipDecoding, SequentialStrategy, VadStrategy
 from .inference.model import TORCH_DTYPES, LoadedModel, ModelLoadError
@@ -24,15 +23,24 @@ from .inference.vad import SpeechDetector, VadOptions
 from .languages import UnsupportedLanguage, UnsupportedTask
 from .model_queue import Cancelled, ModelQueue
 from .model_source import resolve_model_path
+from .scheduler import ScheduledDecoder
 from .transcript import Transcript, TranscriptionJob
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "EngineInfo", "ModelLoadError", "resolve_strategy"]
+__all__ = ["Engine", "EngineInfo", "ModelLoadError", "resolve_strategy", "default_batch_rows"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 # (clip, language) the warm-up transcribes: Japanese, or English on an English-only model
 WARMUP_CLIPS = {False: (ASSETS / "doctor_ja.ogg", "ja"), True: (ASSETS / "en_jfk.mp3", "en")}
+# `[server] max_batch_rows = auto`: rows one decoding step takes, by device. A discrete GPU runs a
+# step of 24 rows in about the time of one; a CPU shares reading the weights among 8; the 780M
+# holds the batch's caches in memory Windows shares, so fewer.
+DEFAULT_BATCH_ROWS = {"cuda": 24, "cpu": 8, "directml": 4}
+
+
+def default_batch_rows(device_kind: str) -> int:
+    return DEFAULT_BATCH_ROWS.get(device_kind, 8)
 
 
 @dataclass(frozen=True)
@@ -62,17 +70,27 @@ def vad_options(settings: ModelSettings) -> VadOptions:
 
 
 class Engine:
-    """Owns the one model; `transcribe` runs one job at a time, in arrival order."""
+    """Owns the one model; `transcribe` runs a job through the model's scheduler, up to
+    `max_concurrent_jobs` at once (the rest wait in arrival order)."""
 
     def __init__(self, settings: ModelSettings, device: DeviceChoice, model: LoadedModel, load_seconds: float,
-                 max_queue: int = 8, detector: SpeechDetector | None = None, decoder: Decoder | None = None) -> None:
+                 max_queue: int = 8, detector: SpeechDetector | None = None, decoder: ScheduledDecoder | None = None,
+                 max_concurrent_jobs: int = 1, max_batch_rows: int = 0) -> None:
         settings = replace(settings, dtype=resolve_dtype(settings.dtype, device.kind))
+        max_batch_rows = max_batch_rows or settings.batch_size or default_batch_rows(device.kind)
+        if not settings.batch_size:  # one job alone fills the batch
+            settings = replace(settings, batch_size=max_batch_rows)
         self.settings = settings
         self.device = device
         self.model = model
         self.backlog = Backlog()
-        self.queue = ModelQueue(max_queue, retry_after=self.backlog.retry_after)
-        self.decoder = decoder or Decoder(model)
+        self.queue = ModelQueue(max_queue, retry_after=self.backlog.retry_after, max_running=max_concurrent_jobs)
+        # the one scheduler of this model: engines made by with_settings share it
+        self.decoder = decoder or ScheduledDecoder(
+            model, max_batch_rows, encoder_rows=1 if device.kind == "cpu" else max_batch_rows,
+            release_memory=lambda: release_memory(device),
+        )
+        self.scheduler = self.decoder.scheduler
         self.detector = detector or SpeechDetector(vad_options(settings))
         if self.detector.options != vad_options(settings):
             self.detector = SpeechDetector(vad_options(settings))
@@ -92,14 +110,17 @@ class Engine:
             english_only=model.english_only,
         )
 
-    def with_settings(self, max_queue: int | None = None, **changes) -> "Engine":
-        """Another engine over the same loaded model (tests, benchmarks): other strategy, batch or
-        beam size, queue length."""
+    def with_settings(self, max_queue: int | None = None, max_concurrent_jobs: int | None = None,
+                      **changes) -> "Engine":
+        """Another engine over the same loaded model and scheduler (tests, benchmarks): other
+        strategy, batch or beam size, queue length, jobs at once."""
         return Engine(replace(self.settings, **changes), self.device, self.model, self.info.load_seconds,
-                      self.queue.max_waiting if max_queue is None else max_queue, self.detector, self.decoder)
+                      self.queue.max_waiting if max_queue is None else max_queue, self.detector, self.decoder,
+                      self.queue.max_running if max_concurrent_jobs is None else max_concurrent_jobs)
 
     @classmethod
-    def load(cls, settings: ModelSettings, max_queue: int = 8) -> "Engine":
+    def load(cls, settings: ModelSettings, max_queue: int = 8, max_concurrent_jobs: int = 1,
+             max_batch_rows: int = 0) -> "Engine":
         """Choose the device and load the model onto it; raises DeviceUnavailable or ModelLoadError."""
         device = choose_device(settings.device)
         log.info("device: %s", device.describe())
@@ -113,7 +134,8 @@ class Engine:
         path = resolve_model_path(settings.name)
         model = LoadedModel.load(path, device.device, TORCH_DTYPES[settings.dtype], settings.attention,
                                  int8_weights=settings.dtype == "int8")
-        engine = cls(settings, device, model, time.perf_counter() - started, max_queue)
+        engine = cls(settings, device, model, time.perf_counter() - started, max_queue,
+                     max_concurrent_jobs=max_concurrent_jobs, max_batch_rows=max_batch_rows)
         log.info("model %s loaded on %s (%s) in %.1f s", settings.name, device.kind, settings.dtype,
                  engine.info.load_seconds)
         if model.english_only:
@@ -154,24 +176,30 @@ class Engine:
                  time.perf_counter() - started, len(transcript.segments))
 
     def transcribe(self, job: TranscriptionJob) -> Transcript:
-        """Run one job on the model; raises QueueFull at once when too many wait, JobCancelled when
-        the job's cancellation turns true while it waits or between its decoding steps. A failure
-        or cancellation inside inference frees device memory and leaves the model ready for the
-        next job."""
+        """Run one job through the scheduler; raises QueueFull at once when too many wait,
+        JobCancelled when the job's cancellation turns true while it waits or between its model
+        calls. A failure inside inference fails this job only: its rows leave the batch, device
+        memory is freed, other jobs go on."""
         if job.language is not None and job.language not in self.supported_languages:
             raise UnsupportedLanguage(job.language, english_only=self.model.english_only)
         if job.task == "translate" and self.model.english_only:
             raise UnsupportedTask("translate")
         with self.backlog.job(job.duration) as backlog_entry, self._turn(job):
             backlog_entry.start()
-            try:
-                # no_grad, not PyTorch's inference mode: torch-directml cannot move tensors to its
-                # device in inference mode ("Cannot set version_counter for inference tensor")
-                with torch.no_grad():
-                    language, segments = self.long_form.transcribe(job)
-            except BaseException:
-                release_memory(self.device)
-                raise
+            cancellation = job.cancellation
+            with self.scheduler.job(
+                cancelled=cancellation.is_cancelled if cancellation is not None else None,
+                max_rows=self.settings.batch_size,
+                cancelled_error=lambda: JobCancelled((cancellation and cancellation.reason) or CLIENT_DISCONNECTED),
+            ) as handle:
+                try:
+                    # no_grad, not PyTorch's inference mode: torch-directml cannot move tensors to its
+                    # device in inference mode ("Cannot set version_counter for inference tensor")
+                    with torch.no_grad():
+                        language, segments = self.long_form.transcribe(job)
+                except BaseException:
+                    release_memory(self.device)
+                    raise
         text = "".join(segment.text for segment in segments).strip()
         return Transcript(
             task=job.task,
@@ -181,4 +209,5 @@ class Engine:
             segments=segments,
             words=[word for segment in segments for word in segment.words] if job.word_timestamps else None,
             logprobs=[entry for segment in segments for entry in segment.logprobs or []] if job.logprobs else None,
+            model_seconds=handle.model_seconds,
         )

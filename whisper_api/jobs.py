@@ -92,6 +92,7 @@ class JobRunner:
                 transcript, seconds = speakers.label_speakers(transcript, job)
                 self.metrics.observe_diarization(self.deployment, seconds)
             succeeded = True
+            self.metrics.observe_model_time(self.deployment, transcript.model_seconds)
             return transcript
         finally:
             record = board.finish(request_id, succeeded)

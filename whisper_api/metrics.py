@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -33,6 +34,8 @@ if TYPE_CHECKING:  # metrics read the engine's info and queue; they never import
 
 blueprint = Blueprint("metrics", __name__)
 
+BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+BATCH_JOBS_BUCKETS = (1, 2, 3, 4, 6, 8, 16, 32, 64, 256)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 REAL_TIME_FACTOR_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5)
 METRICS = "whisper_api.metrics"
@@ -68,6 +71,10 @@ class Metrics:
             "whisper_api_real_time_factor", "Model time divided by audio duration, per job (below 1 is faster than real time).",
             ["deployment"], buckets=REAL_TIME_FACTOR_BUCKETS, registry=registry,
         )
+        self.model_seconds = Histogram(
+            "whisper_api_model_seconds", "Model time spent on a job's own work, per job (calls it shared with other "
+            "jobs counted by its share of the rows).", ["deployment"], buckets=LATENCY_BUCKETS, registry=registry,
+        )
         self.diarization_seconds = Histogram(
             "whisper_api_diarization_seconds", "Time speaker labelling took after a transcription (CPU).",
             ["deployment"], buckets=LATENCY_BUCKETS, registry=registry,
@@ -86,6 +93,11 @@ class Metrics:
         Gauge("whisper_api_model_busy", "1 while a job runs on the model.", registry=registry).set_function(
             lambda: 1 if queue.busy() else 0
         )
+        Gauge("whisper_api_jobs_running", "Jobs admitted to the scheduler, sharing its batches.",
+              registry=registry).set_function(lambda: queue.running)
+        Gauge("whisper_api_jobs_limit", "Jobs allowed to run at once ([server] max_concurrent_jobs).",
+              registry=registry).set_function(lambda: queue.max_running)
+        registry.register(SchedulerCollector(engine.scheduler))
         info = engine.info
         Gauge("whisper_api_model_load_seconds", "Seconds the model took to load at start-up.", registry=registry).set(
             info.load_seconds
@@ -115,11 +127,34 @@ class Metrics:
         if job.audio_seconds > 0:
             self.real_time_factor.labels(job.deployment).observe(processing / job.audio_seconds)
 
+    def observe_model_time(self, deployment: str, seconds: float) -> None:
+        self.model_seconds.labels(deployment).observe(seconds)
+
     def observe_diarization(self, deployment: str, seconds: float) -> None:
         self.diarization_seconds.labels(deployment).observe(seconds)
 
     def observe_rejection(self, deployment: str) -> None:
         self.rejected.labels(deployment).inc()
+
+
+class SchedulerCollector:
+    """The scheduler's decoding steps as histograms: rows per step and jobs sharing a step."""
+
+    def __init__(self, scheduler) -> None:
+        self.scheduler = scheduler
+
+    def collect(self):
+        yield histogram("whisper_api_batch_rows", "Rows decoded per decoding step, all jobs together.",
+                        dict(self.scheduler.rows_per_step), BATCH_ROWS_BUCKETS)
+        yield histogram("whisper_api_batch_jobs", "Jobs whose rows shared a decoding step.",
+                        dict(self.scheduler.steps_by_jobs), BATCH_JOBS_BUCKETS)
+
+
+def histogram(name: str, documentation: str, counts: dict[int, int], bounds: tuple[int, ...]) -> HistogramMetricFamily:
+    cumulative = [(str(bound), sum(count for value, count in counts.items() if value <= bound)) for bound in bounds]
+    cumulative.append(("+Inf", sum(counts.values())))
+    return HistogramMetricFamily(name, documentation, buckets=cumulative,
+                                 sum_value=sum(value * count for value, count in counts.items()))
 
 
 def metrics() -> Metrics:

@@ -96,6 +96,13 @@ def create_server(app: Flask | None, settings: ServerSettings, host: str | None 
             "instead of getting 429, and /health may not answer while the model is busy",
             settings.threads, settings.max_queue + 2,
         )
+    elif settings.threads < settings.max_concurrent_jobs + settings.max_queue + 1:
+        # each running job waits for the scheduler in a thread of its own
+        log.warning(
+            "[server] threads = %d is fewer than max_concurrent_jobs + max_queue + 1 = %d: some requests will "
+            "wait in Waitress' backlog instead of running or being refused with 429",
+            settings.threads, settings.max_concurrent_jobs + settings.max_queue + 1,
+        )
     host = settings.host if host is None else host
     port = settings.port if port is None else port
     slot = AppSlot(app)

@@ -105,3 +105,5 @@ class Transcript:
     segments: list[Segment]
     words: list[Word] | None = None  # set when word timestamps were asked for
     logprobs: list[TokenLogprob] | None = None  # set when the job asked for them
+    # seconds of model time spent on this job (calls shared with other jobs split by their rows)
+    model_seconds: float = field(default=0.0, compare=False)

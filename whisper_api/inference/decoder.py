@@ -61,7 +61,7 @@ def compression_ratio(text: str) -> float:
 
 class Decoder:
     """Decodes batches of encoded chunks with one loaded model; not thread-safe (the engine's
-    queue runs one job at a time)."""
+    scheduler is the one caller while requests run)."""
 
     def __init__(self, model: LoadedModel, cuda_graphs: bool = True) -> None:
         self.model = model
@@ -90,6 +90,10 @@ class Decoder:
             graphed = GraphedSteps(self, rows)
         self._graphs[rows] = graphed  # most recent last
         return graphed
+
+    def encode_audio(self, pieces: list[np.ndarray]) -> torch.Tensor:
+        """Encoder states (pieces, 1500, width) of up to 30 s of audio each."""
+        return self.model.encode(self.model.log_mel(pieces))
 
     def language_probabilities(self, encoded: torch.Tensor) -> torch.Tensor:
         """(rows, languages) probabilities over the language tokens (in `tokens.languages` order)
@@ -251,16 +255,20 @@ class Sampling:
         sum_logprobs += logprob
         return chosen, rules.advance(state, chosen), weights
 
-    def choose(self, logits: torch.Tensor, forbidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def choose(self, logits: torch.Tensor, forbidden: torch.Tensor, noise: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """The next token of every row and its log probability (finished rows may only repeat
-        end-of-text, at log probability 0)."""
+        end-of-text, at log probability 0). Sampling draws `noise` from the generator unless
+        given (the scheduler's rows each draw from their own)."""
         rules = self.decoder.rules
         logprobs = logits.masked_fill(forbidden, NEGATIVE_INFINITY).log_softmax(dim=-1)
         weight = rules.timestamp_forced(logprobs)
         forced, timestamp_total = weight.forced, weight.timestamp_total
         if self.request.temperature > 0:
             candidates = logprobs.masked_fill(forced.unsqueeze(1) & rules.before_timestamps, NEGATIVE_INFINITY)
-            noise = _gumbel_noise(tuple(candidates.shape), self.generator).to(candidates.device)
+            if noise is None:
+                noise = _gumbel_noise(tuple(candidates.shape), self.generator)
+            noise = noise.to(candidates.device)
             # log probabilities differ from the logits by a constant per row: same samples
             chosen = (candidates / self.request.temperature).add_(noise).argmax(dim=-1)
             logprob = candidates.gather(1, chosen.unsqueeze(1)).squeeze(1)

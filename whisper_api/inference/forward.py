@@ -88,6 +88,45 @@ class Cache:
         self.self_keys = [both[:, :heads] for both in self.self_keys_values]
         self.self_values = [both[:, heads:] for both in self.self_keys_values]
 
+    @property
+    def rows(self) -> int:
+        return self.self_keys_values[0].shape[0]
+
+    def per_row_visibility(self) -> None:
+        """One visibility row per cache row, so that rows at different positions can share a step
+        (the scheduler's batches, where rows join while others decode)."""
+        if self.visible.shape[0] != self.rows:
+            self.visible = self.visible.expand(self.rows, -1, -1, -1).contiguous()
+
+    def taken(self, rows: torch.Tensor) -> "Cache":
+        """A new cache holding `rows` of this one (visibility per row)."""
+        self.per_row_visibility()
+        _, heads, _, head_width = self.buffers.query.shape
+        return Cache(
+            self_keys_values=[tensor.index_select(0, rows) for tensor in self.self_keys_values],
+            cross_keys=[tensor.index_select(0, rows) for tensor in self.cross_keys],
+            cross_values=[tensor.index_select(0, rows) for tensor in self.cross_values],
+            visible=self.visible.index_select(0, rows),
+            buffers=StepBuffers.allocate(rows.shape[0], heads, head_width, self.buffers.qkv),
+        )
+
+    @classmethod
+    def joined(cls, caches: list["Cache"]) -> "Cache":
+        """The rows of several caches (same model, same number of positions) as one."""
+        if len(caches) == 1:
+            return caches[0]
+        for cache in caches:
+            cache.per_row_visibility()
+        _, heads, _, head_width = caches[0].buffers.query.shape
+        layers = range(len(caches[0].self_keys_values))
+        return cls(
+            self_keys_values=[torch.cat([cache.self_keys_values[layer] for cache in caches]) for layer in layers],
+            cross_keys=[torch.cat([cache.cross_keys[layer] for cache in caches]) for layer in layers],
+            cross_values=[torch.cat([cache.cross_values[layer] for cache in caches]) for layer in layers],
+            visible=torch.cat([cache.visible for cache in caches]),
+            buffers=StepBuffers.allocate(sum(cache.rows for cache in caches), heads, head_width, caches[0].buffers.qkv),
+        )
+
     def select(self, rows: torch.Tensor, same_chunks: bool = False) -> None:
         """Keep `rows` in place of the cache's rows (finished rows leave the batch). Beam search
         reorders hypotheses among the rows of one chunk, which share the chunk's encoder keys and
@@ -97,6 +136,8 @@ class Cache:
             for index, tensor in enumerate(tensors):
                 tensors[index] = tensor.index_select(0, rows)
         self._split_self()
+        if self.visible.shape[0] > 1:
+            self.visible = self.visible.index_select(0, rows)
         if not same_chunks:
             self.alignment_keys.clear()
         if rows.shape[0] != self.buffers.qkv.shape[0]:
@@ -213,21 +254,32 @@ class TextDecoder:
 
     def step(self, tokens: torch.Tensor, position: torch.Tensor, cache: Cache,
              attention_heads: dict[int, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """One token per row (rows,) at `position` (a one-element long tensor on the device):
-        returns the logits (rows, vocabulary) and, for `attention_heads`' layers, the weights of
-        those heads (rows, heads, 1, frames)."""
+        """One token per row (rows,) at `position`, a long tensor on the device: one element when
+        every row is at the same position, else one per row (rows that joined the batch at
+        different steps; the cache then has a visibility row per row). Returns the logits (rows,
+        vocabulary) and, for `attention_heads`' layers, the weights of those heads (rows, heads,
+        1, frames)."""
         rows = tokens.shape[0]
         hidden = torch.embedding(self.token_embedding, tokens)
         if self.embed_scale != 1.0:
             hidden = hidden * self.embed_scale
         hidden = hidden + self.positions.index_select(0, position)
-        cache.visible.index_fill_(3, position, 0.0)
         buffers = cache.buffers
+        per_row = position.shape[0] > 1
+        if per_row:  # two operations more a step, none more a layer
+            where = position.view(rows, 1, 1, 1)
+            cache.visible.scatter_(3, where, 0.0)
+            where = where.expand(buffers.key_value.shape)
+        else:
+            cache.visible.index_fill_(3, position, 0.0)
         weights: dict[int, torch.Tensor] = {}
         for index, layer in enumerate(self.layers):
             normed = F.layer_norm(hidden, (self.width,), layer.self_norm[0], layer.self_norm[1], self.epsilon)
             layer.qkv.into(normed, buffers.qkv)
-            cache.self_keys_values[index].index_copy_(2, position, buffers.key_value)
+            if per_row:
+                cache.self_keys_values[index].scatter_(2, where, buffers.key_value)
+            else:
+                cache.self_keys_values[index].index_copy_(2, position, buffers.key_value)
             attended = self.attend(buffers.query, cache.self_keys[index], cache.self_values[index],
                                    attn_mask=cache.visible)
             hidden = layer.self_out.plus(attended.view(rows, self.width), hidden)

@@ -95,7 +95,7 @@ class ClipDecoding:
         return list(self.model.tokens.languages)[int(probabilities.argmax())]
 
     def encode(self, pieces: list[np.ndarray]) -> torch.Tensor:
-        return self.model.encode(self.model.log_mel(pieces))
+        return self.decoder.encode_audio(pieces)
 
     def speech(self, job: TranscriptionJob) -> tuple[np.ndarray, list[SpeechRegion], VadOptions]:
         """The clip's frame probabilities and speech regions, found with the request's own

@@ -1,0 +1,577 @@
+"""The scheduler: one model, one lock, and every running job's work in the same batches.
+
+Jobs (requests) run their own logic in their own threads: chunk plans, temperature fallback,
+resumes, segments. What needs the model they hand to the scheduler as work: pieces of audio to
+encode, rows to decode (one per chunk, resume or fallback), and whole calls (beam search,
+language detection). Nothing below knows there is more than one job.
+
+The model lock is held by whichever job thread is scheduling: a thread waiting on its work takes
+the lock when no one holds it and runs the loop for every job until its own work is done, then
+hands over (so a request's model work runs in a request's thread, under whatever that thread
+watches it with). Each turn of the loop is one model call, chosen fairly: the job with the least
+model time so far goes first, and a newcomer starts a little ahead of the least served
+(NEWCOMER_CREDIT_SECONDS), so a 10 s request that arrives during an hour-long one is served at
+once, beside it, not after it.
+
+- Encoder calls take pieces from every job waiting for one, the least served first, up to
+  `encoder_rows` (on a CPU one piece a call: batching buys nothing there, and a short call lets
+  a newcomer in sooner).
+- Decoding steps take rows from every running job, up to `max_batch_rows` in all, shared evenly
+  among the jobs that have rows to decode (round robin; rows of a job over its share are parked
+  and rejoin later where they stopped). Rows that cannot share a step (temperature, word
+  timestamps, context length, token limit; beam search runs as a whole call) are grouped.
+- A failure costs its job only: when a call shared by several jobs fails (an out-of-memory on a
+  large batch, a chunk that breaks the model), its jobs are decoded apart from then on, each
+  from where it was; the one whose own call fails again gets the error, the others go on.
+- A job whose client hangs up (its `cancelled()` turns true) leaves between two steps; its rows
+  leave the batch.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .inference.batching import DecodingGroup, GroupKey, RowWork, Rows
+from .inference.decoder import Decoded, Decoder, DecodingRequest
+from .inference.model import LoadedModel
+from .model_queue import Cancelled
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.05
+# A newcomer starts this many model seconds ahead of the least served job (never below zero):
+# a short request runs at once, ahead of a long one, until it has had that much more model time.
+NEWCOMER_CREDIT_SECONDS = 10.0
+_current_job: contextvars.ContextVar["Job | None"] = contextvars.ContextVar("whisper_api_job", default=None)
+
+
+class Future:
+    """A value one thread waits for and the scheduling thread sets."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.value: Any = None
+
+    def set(self, value: Any) -> None:
+        self.value, self.done = value, True
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's standing with the scheduler."""
+
+    name: str
+    cancelled: Callable[[], bool] | None
+    max_rows: int  # rows of this job decoding at once (its engine's batch size)
+    cancelled_error: Callable[[], BaseException] = Cancelled  # what its thread raises once cancelled
+    service: float = 0.0  # model seconds counted for fairness
+    model_seconds: float = 0.0  # model time spent on this job's work (shared calls split by rows)
+    error: BaseException | None = None
+    apart: bool = False  # decoded apart from other jobs (a shared call of its failed)
+    encodes: deque["EncodeWork"] = field(default_factory=deque)
+    waiting: deque[tuple[GroupKey, RowWork | Rows]] = field(default_factory=deque)
+    calls: deque["CallWork"] = field(default_factory=deque)
+
+    def charge(self, seconds: float) -> None:
+        self.service += seconds
+        self.model_seconds += seconds
+
+
+@dataclass(eq=False)
+class EncodeWork:
+    job: Job
+    pieces: list[np.ndarray]
+    untaken: deque[int]
+    outputs: list[torch.Tensor | None]
+    future: Future = field(default_factory=Future)
+
+
+@dataclass(eq=False)
+class DecodeWork:
+    results: list[Decoded | None]
+    remaining: int
+    future: Future = field(default_factory=Future)
+
+
+@dataclass(eq=False)
+class CallWork:
+    job: Job
+    function: Callable[[], Any]
+    future: Future = field(default_factory=Future)
+
+
+class Scheduler:
+    def __init__(self, decoder: Decoder, max_batch_rows: int, encoder_rows: int,
+                 release_memory: Callable[[], None] | None = None) -> None:
+        self.decoder = decoder
+        self.max_batch_rows = max_batch_rows
+        self.encoder_rows = encoder_rows
+        self.release_memory = release_memory or (lambda: None)
+        self._condition = threading.Condition()
+        self._leader: threading.Thread | None = None
+        self._jobs: list[Job] = []
+        self._groups: dict[GroupKey, DecodingGroup] = {}  # touched by the scheduling thread only
+        self._turn = 0
+        self.rows_per_step: Counter[int] = Counter()  # decoding steps by rows decoding in them
+        self.steps_by_jobs: Counter[int] = Counter()  # decoding steps by jobs sharing them
+
+    # jobs
+
+    @contextmanager
+    def job(self, name: str = "", cancelled: Callable[[], bool] | None = None, max_rows: int | None = None,
+            cancelled_error: Callable[[], BaseException] = Cancelled) -> Iterator[Job]:
+        """Run the block as a job: the model work its thread submits is scheduled as this job's.
+        Once `cancelled()` is true, its work stops and its thread raises `cancelled_error()`."""
+        job = Job(name, cancelled, max(1, max_rows or self.max_batch_rows), cancelled_error)
+        with self._condition:
+            active = [other.service for other in self._jobs if other.error is None]
+            job.service = max(0.0, min(active) - NEWCOMER_CREDIT_SECONDS) if active else 0.0
+            self._jobs.append(job)
+        token = _current_job.set(job)
+        try:
+            yield job
+        finally:
+            _current_job.reset(token)
+            with self._condition:
+                if job.error is None:
+                    job.error = Cancelled()  # anything it left is dropped at the next turn
+                job.encodes.clear()
+                job.calls.clear()
+                job.waiting.clear()
+                self._condition.notify_all()
+            self._tidy()
+
+    @property
+    def jobs_running(self) -> int:
+        with self._condition:
+            return sum(1 for job in self._jobs if job.error is None)
+
+    @contextmanager
+    def _submitting(self) -> Iterator[Job]:
+        job = _current_job.get()
+        if job is not None:
+            yield job
+            return
+        with self.job("direct call") as job:  # a caller outside any job (tools, tests)
+            yield job
+
+    # what jobs submit
+
+    def encode(self, pieces: list[np.ndarray]) -> torch.Tensor:
+        with self._submitting() as job:
+            work = EncodeWork(job, list(pieces), deque(range(len(pieces))), [None] * len(pieces))
+            if not pieces:
+                return self.decoder.model.encode(self.decoder.model.log_mel([]))
+            with self._condition:
+                job.encodes.append(work)
+                self._condition.notify_all()
+            return self._wait(job, work.future)
+
+    def call(self, function: Callable[[], Any]) -> Any:
+        with self._submitting() as job:
+            work = CallWork(job, function)
+            with self._condition:
+                job.calls.append(work)
+                self._condition.notify_all()
+            return self._wait(job, work.future)
+
+    def decode(self, encoded: torch.Tensor, request: DecodingRequest, frames: list[int],
+               generator: torch.Generator | None = None) -> list[Decoded]:
+        if request.beam_size > 1 and request.temperature == 0:
+            return self.call(lambda: Decoder.decode(self.decoder, encoded, request, frames, generator))
+        if encoded.shape[0] == 0:
+            return []
+        with self._submitting() as job:
+            rows = encoded.shape[0]
+            generators: list[torch.Generator | None] = [None] * rows
+            if request.temperature > 0:  # each row its own noise, whatever shares its batch
+                seeds = torch.randint(0, 2**62, (rows,), generator=generator).tolist()
+                generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+            work = DecodeWork([None] * rows, rows)
+            key = GroupKey.of(request, job if job.apart else None)
+            with self._condition:
+                for row in range(rows):
+                    deliver = self._deliverer(work, row)
+                    job.waiting.append((key, RowWork(job, encoded[row : row + 1], request, frames[row],
+                                                     generators[row], deliver)))
+                self._condition.notify_all()
+            return self._wait(job, work.future)
+
+    def _deliverer(self, work: DecodeWork, row: int) -> Callable[[RowWork, Decoded], None]:
+        def deliver(_: RowWork, result: Decoded) -> None:
+            work.results[row] = result
+            work.remaining -= 1
+            if work.remaining == 0:
+                work.future.set(list(work.results))
+        return deliver
+
+    # waiting, and scheduling while waiting
+
+    def _wait(self, job: Job, future: Future) -> Any:
+        while True:
+            with self._condition:
+                if not future.done and job.error is None and job.cancelled is not None and job.cancelled():
+                    job.error = job.cancelled_error()
+                if future.done or job.error is not None:
+                    break
+                if self._leader is not None:
+                    self._condition.wait(POLL_SECONDS)
+                    continue
+                self._leader = threading.current_thread()
+            try:
+                with torch.no_grad():
+                    while not future.done and job.error is None:
+                        self._one_turn()
+            finally:
+                with self._condition:
+                    self._leader = None
+                    self._condition.notify_all()
+        if job.error is not None and not future.done:
+            raise job.error
+        return future.value
+
+    def _one_turn(self) -> None:
+        """One model call for whichever job is owed it most."""
+        with self._condition:
+            self._check_cancellations()
+            gone = [job for job in self._jobs if job.error is not None]
+        for job in gone:
+            self._drop(job)
+        with self._condition:
+            for job in gone:
+                self._jobs.remove(job)
+            live = self._live_counts()
+            candidates = [job for job in self._jobs if job.error is None
+                          and (job.calls or job.encodes or job.waiting or live.get(id(job)))]
+            if not candidates:
+                self._condition.wait(POLL_SECONDS)
+                return
+            job = min(candidates, key=lambda candidate: (candidate.service, candidate.model_seconds))
+            if job.calls:
+                action, involved = self._run_call, [job]
+                argument: Any = job.calls.popleft()
+            elif job.encodes:
+                argument = self._take_pieces(job)
+                action, involved = self._run_encoder, list({work.job: None for work, _ in argument})
+            else:
+                group = self._group_for(job)
+                argument = group
+                action, involved = self._run_step, None
+        try:
+            action(argument)
+        except Exception as error:  # noqa: BLE001 - it becomes the failing job's error
+            self._failed(error, argument, involved)
+
+    def _tidy(self) -> None:
+        """Ended jobs' rows leave the batches now, unless a scheduling thread will see to it."""
+        with self._condition:
+            if self._leader is not None:
+                return
+            self._leader = threading.current_thread()
+            gone = [job for job in self._jobs if job.error is not None]
+        try:
+            with torch.no_grad():
+                for job in gone:
+                    self._drop(job)
+        finally:
+            with self._condition:
+                for job in gone:
+                    if job in self._jobs:
+                        self._jobs.remove(job)
+                self._leader = None
+                self._condition.notify_all()
+
+    def _check_cancellations(self) -> None:
+        for job in self._jobs:
+            if job.error is None and job.cancelled is not None and job.cancelled():
+                job.error = job.cancelled_error()
+                log.info("job %s: its client hung up; its rows leave the batch", job.name)
+
+    def _live_counts(self) -> Counter[int]:
+        """Rows still decoding, by job."""
+        return Counter(id(work.owner) for group in self._groups.values() for work in group.works if not work.finished)
+
+
+    # calls
+
+    def _run_call(self, work: CallWork) -> None:
+        started = time.perf_counter()
+        value = work.function()
+        work.job.charge(time.perf_counter() - started)
+        with self._condition:
+            work.future.set(value)
+            self._condition.notify_all()
+
+    def _take_pieces(self, first: Job) -> list[tuple[EncodeWork, int]]:
+        """Up to `encoder_rows` pieces: `first`'s, then other jobs' (least served first)."""
+        others = sorted((job for job in self._jobs if job is not first and job.error is None and not job.apart),
+                        key=lambda job: job.service)
+        taken: list[tuple[EncodeWork, int]] = []
+        for job in [first] + ([] if first.apart else others):
+            for work in job.encodes:
+                while work.untaken and len(taken) < self.encoder_rows:
+                    taken.append((work, work.untaken.popleft()))
+            while job.encodes and not job.encodes[0].untaken:
+                job.encodes.popleft()  # fully taken: finished once its outputs are in
+            if len(taken) >= self.encoder_rows:
+                break
+        return taken
+
+    def _run_encoder(self, taken: list[tuple[EncodeWork, int]]) -> None:
+        started = time.perf_counter()
+        encoded = Decoder.encode_audio(self.decoder, [work.pieces[index] for work, index in taken])
+        elapsed = time.perf_counter() - started
+        with self._condition:
+            for row, (work, index) in enumerate(taken):
+                work.outputs[index] = encoded[row : row + 1]
+                work.job.charge(elapsed / len(taken))
+                if all(output is not None for output in work.outputs):
+                    outputs = work.outputs
+                    work.future.set(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
+            self._condition.notify_all()
+
+    # decoding
+
+    def _group_for(self, job: Job) -> DecodingGroup:
+        """The group to step for `job`: where its next waiting row goes, else one holding its rows."""
+        if job.waiting:
+            key = job.waiting[0][0]
+        else:
+            keys = [key for key, group in self._groups.items()
+                    if any(work.owner is job and not work.finished for work in group.works)]
+            self._turn += 1
+            key = keys[self._turn % len(keys)]
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = DecodingGroup(self.decoder, key)
+        return group
+
+    def _run_step(self, group: DecodingGroup) -> None:
+        self._admit(group)
+        live = group.live()
+        if not live:  # nothing could join it (the batch is full of other groups' rows): step one of those
+            group.compact(force=True)
+            if not group.works:
+                self._groups.pop(group.key, None)
+            others = [other for other in self._groups.values() if other.live()]
+            if not others:
+                return
+            group = max(others, key=lambda other: len(other.live()))
+            live = group.live()
+        started = time.perf_counter()
+        finished = group.step()
+        elapsed = time.perf_counter() - started
+        results = [(work, group.result(work)) for work in finished]
+        owners = Counter(id(work.owner) for work in live)
+        jobs = {id(work.owner): work.owner for work in live}
+        self.rows_per_step[len(live)] += 1
+        self.steps_by_jobs[len(jobs)] += 1
+        with self._condition:
+            for key, count in owners.items():
+                jobs[key].charge(elapsed * count / len(live))
+            self._deliver(results)
+        group.compact()
+
+    def _deliver(self, results: list[tuple[RowWork, Decoded]]) -> None:
+        for work, result in results:
+            if not work.delivered and work.owner.error is None:
+                work.delivered = True
+                work.deliver(work, result)
+        if results:  # waking every waiting thread at every step would cost the step its time
+            self._condition.notify_all()
+
+    def _admit(self, group: DecodingGroup) -> None:
+        """Waiting rows of `group`'s kind join it, each job up to its fair share of the batch;
+        rows of a job over its share are parked to make room."""
+        with self._condition:
+            wanting = [job for job in sorted(self._jobs, key=lambda job: job.service)
+                       if job.error is None and any(key == group.key for key, _ in job.waiting)]
+            if not wanting:
+                return
+            held = sum(len(other) for other in self._groups.values())
+            if held >= self.max_batch_rows:
+                for other in self._groups.values():
+                    other.compact(force=True)
+            shares = self._shares()
+            free = self.max_batch_rows - sum(len(other) for other in self._groups.values())
+            if free <= 0:
+                self._park_over_share(group, shares, wanting)
+                free = self.max_batch_rows - sum(len(other) for other in self._groups.values())
+            admitted: list[tuple[Job, RowWork | Rows]] = []
+            live = self._live_counts()  # finished rows still in a batch hold no place a job needs
+            counts = {id(job): live.get(id(job), 0) for job in wanting}
+            progress = True
+            while free > 0 and progress:
+                progress = False
+                for job in wanting:
+                    if free <= 0:
+                        break
+                    if counts[id(job)] >= min(shares.get(id(job), 0), job.max_rows):
+                        continue
+                    item = self._pop_waiting(job, group.key)
+                    if item is None:
+                        continue
+                    size = len(item.works) if isinstance(item, Rows) else 1
+                    admitted.append((job, item))
+                    counts[id(job)] += size
+                    free -= size
+                    progress = True
+        fresh: dict[tuple[int, ...], list[RowWork]] = {}
+        parts: list[Rows] = []
+        for _, item in admitted:
+            if isinstance(item, Rows):
+                parts.append(item)
+            else:
+                fresh.setdefault(item.request.prefix, []).append(item)
+        try:
+            for works in fresh.values():
+                parts.append(group.prefilled(works))
+        except Exception:
+            with self._condition:  # back in line: the failure is handled as the step's
+                for job, item in reversed(admitted):
+                    job.waiting.appendleft((group.key, item))
+            raise
+        group.join(parts)
+        finished = [work for part in parts for work in part.works if work.finished and not work.delivered]
+        if finished:
+            results = [(work, group.result(work)) for work in finished]
+            with self._condition:
+                self._deliver(results)
+
+    def _pop_waiting(self, job: Job, key: GroupKey) -> RowWork | Rows | None:
+        for index, (item_key, item) in enumerate(job.waiting):
+            if item_key == key:
+                del job.waiting[index]
+                return item
+        return None
+
+    def _shares(self) -> dict[int, int]:
+        """Each job's fair share of the batch's rows: even, up to what it has to decode."""
+        live = self._live_counts()
+        demand = {id(job): min(job.max_rows, live.get(id(job), 0) + len(job.waiting))
+                  for job in self._jobs if job.error is None}
+        shares = dict.fromkeys(demand, 0)
+        left = self.max_batch_rows
+        while left > 0:
+            hungry = [key for key in shares if shares[key] < demand[key]]
+            if not hungry:
+                break
+            for key in hungry:
+                if left == 0:
+                    break
+                shares[key] += 1
+                left -= 1
+        return shares
+
+    def _park_over_share(self, group: DecodingGroup, shares: dict[int, int], wanting: list[Job]) -> None:
+        live = self._live_counts()
+        needed = sum(1 for job in wanting if live.get(id(job), 0) < min(shares[id(job)], job.max_rows))
+        if not needed:
+            return
+        # the newest rows of the jobs most over their share, from whichever group holds them
+        parked: dict[GroupKey, list[RowWork]] = {}
+        count = 0
+        for job in sorted(self._jobs, key=lambda job: -job.service):
+            over = live.get(id(job), 0) - shares.get(id(job), 0)
+            if over <= 0:
+                continue
+            rows = [(other, work) for other in self._groups.values() for work in other.works
+                    if work.owner is job and not work.finished]
+            for other, work in reversed(rows[-over:]):
+                if count >= needed:
+                    break
+                parked.setdefault(other.key, []).append(work)
+                count += 1
+        for key, works in parked.items():
+            bundle = self._groups[key].park(works)
+            for position in reversed(range(len(bundle.works))):
+                part = bundle.taken([position]) if len(bundle.works) > 1 else bundle
+                part.works[0].owner.waiting.appendleft((key, part))
+
+    # failures
+
+    def _drop(self, job: Job) -> None:
+        """`job`'s rows leave every batch (it failed, was cancelled or has ended)."""
+        for key, group in list(self._groups.items()):
+            try:
+                group.drop(job)
+            except Exception:  # noqa: BLE001 - a batch that cannot even shrink is started afresh
+                log.exception("dropping a job's rows failed; the batch is decoded again")
+                self._restart(group)
+            if not group.works:
+                self._groups.pop(key, None)
+
+    def _restart(self, group: DecodingGroup) -> None:
+        """The group's rows back in line, from their first token, each job apart from the others."""
+        works = list(group.works)
+        group.batch = None
+        self._groups.pop(group.key, None)
+        with self._condition:
+            for work in reversed(works):
+                job = work.owner
+                if job.error is None:
+                    work.restart()
+                    job.apart = True
+                    job.waiting.appendleft((GroupKey.of(work.request, job), work))
+
+    def _failed(self, error: Exception, argument: Any, involved: list[Job] | None) -> None:
+        self.release_memory()
+        if isinstance(argument, DecodingGroup):
+            with self._condition:
+                waiting = [job for job in self._jobs if any(key == argument.key for key, _ in job.waiting)]
+            involved = list({job: None for job in [work.owner for work in argument.works] + waiting})
+        involved = [job for job in (involved or []) if job.error is None]
+        if len(involved) <= 1 or all(job.apart for job in involved):
+            log.warning("a model call failed; its job gets the error: %r", error)
+            with self._condition:
+                for job in involved:
+                    job.error = error
+                self._condition.notify_all()
+            if isinstance(argument, DecodingGroup):
+                self._restart(argument)  # other jobs' rows in it (none, when apart) go on
+            return
+        log.warning("a model call shared by %d jobs failed (%r); each is decoded apart from now on",
+                    len(involved), error)
+        with self._condition:
+            for job in involved:
+                job.apart = True
+                job.waiting = deque((GroupKey.of(item.works[0].request if isinstance(item, Rows) else item.request,
+                                                 job), item) for _, item in job.waiting)
+            if isinstance(argument, list):  # encoder pieces: back in line
+                for work, index in reversed(argument):
+                    work.untaken.appendleft(index)
+                    if work not in work.job.encodes:
+                        work.job.encodes.appendleft(work)
+        if isinstance(argument, DecodingGroup):
+            self._restart(argument)
+
+
+class ScheduledDecoder(Decoder):
+    """The decoder as jobs see it: every call goes through the scheduler, which batches it with
+    other jobs' work; the scheduler runs the plain decoder's parts."""
+
+    def __init__(self, model: LoadedModel, max_batch_rows: int, encoder_rows: int,
+                 release_memory: Callable[[], None] | None = None) -> None:
+        super().__init__(model)
+        self.scheduler = Scheduler(self, max_batch_rows, encoder_rows, release_memory)
+
+    def decode(self, encoded: torch.Tensor, request: DecodingRequest, frames: list[int],
+               generator: torch.Generator | None = None) -> list[Decoded]:
+        return self.scheduler.decode(encoded, request, frames, generator)
+
+    def language_probabilities(self, encoded: torch.Tensor) -> torch.Tensor:
+        return self.scheduler.call(lambda: Decoder.language_probabilities(self, encoded))
+
+    def encode_audio(self, pieces: list[np.ndarray]) -> torch.Tensor:
+        return self.scheduler.encode(pieces)
