@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 import torch  # noqa: E402
 
+from bench.report import write_report  # noqa: E402
 from bench.audio import long_clip, wav_bytes  # noqa: E402
 from tests.support.speech import JAPANESE_SENTENCES, MEETING_SENTENCES, SAMPLE_RATE, concatenate, japanese_speech  # noqa: E402
 from tests.support.whisper_checkpoint import ensure_whisper_base  # noqa: E402
@@ -148,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| 10 s clip sent 1 s after a {arguments.long_minutes:g}-minute file | {short_beside_long:.1f} | "
         f"{short_beside_long / short_alone:.2f} | {long_cell} |",
     ]
-    table = "\n".join(lines)
-    print(table)
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text(table + "\n", encoding="utf-8")
+    write_report("\n".join(lines), arguments.output)
     return 0
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.report import write_report  # noqa: E402
 from whisper_api.audio import SAMPLE_RATE
 from whisper_api.inference.chunks import plan_chunks
 from whisper_api.inference.decoder import Decoder, DecodingRequest
@@ -291,10 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"- {line}" for line in step_lines]
     lines.append("")
     lines.append("ours/theirs speed: the pipeline's median time over ours, against each pipeline row in turn (>= 1: ours is not slower).")
-    table = "\n".join(lines)
-    print(table)
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text(table + "\n", encoding="utf-8")
+    write_report("\n".join(lines), arguments.output)
     return 0
 
 

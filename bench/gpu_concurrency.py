@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from bench.report import write_report  # noqa: E402
 from bench.gpu_compare import EverythingIsSpeech, build_pipeline, device_name, synthetic_audio
 from whisper_api.config import ModelSettings
 from whisper_api.devices import DeviceChoice
@@ -130,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Decoding steps of the last concurrent run by rows in them: {rows}",
     ]
-    table = "\n".join(lines)
-    print(table)
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text(table + "\n", encoding="utf-8")
+    write_report("\n".join(lines), arguments.output)
     return 0
 
 
