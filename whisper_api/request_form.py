@@ -112,6 +112,7 @@ def listed(form: MultiDict, name: str) -> list[str]:
 def check_field_lengths(form: MultiDict) -> None:
     """An oversized text field is a 400 naming it, whichever field it is."""
     for name, value in form.items(multi=True):
+        name = name or ""  # a part whose name the parser could not read
         limit = FIELD_CHARACTER_LIMITS.get(name.removesuffix("[]"), MAX_FIELD_CHARACTERS)
         if len(value) > limit:
             raise invalid_field(name[:100], f"The '{name[:100]}' field is too long: at most {limit} characters.")
