@@ -214,7 +214,7 @@ def read_chunking_strategy(form: MultiDict) -> SpeechOptions:
     fields (`chunking_strategy[type]=server_vad`, `chunking_strategy[threshold]=0.4`)."""
     value = form.get("chunking_strategy", "").strip()
     nested = {key[len("chunking_strategy[") : -1]: form.get(key, "").strip() for key in form
-              if key.startswith("chunking_strategy[") and key.endswith("]")}
+              if key and key.startswith("chunking_strategy[") and key.endswith("]")}
     if nested:
         if value:
             raise invalid_field("chunking_strategy", "Send chunking_strategy either as one field or as its keys, not both.")
