@@ -64,7 +64,8 @@ def assert_unavailable(response) -> None:
 @posix_signals
 def test_ctrl_c_lets_the_running_job_finish_and_answers_the_queued_one_503_at_once(tmp_path, model_dir, long_speech,
                                                                                  short_speech):
-    with server_process(tmp_path, model_dir, server="max_queue = 2\nshutdown_grace_seconds = 120\n") as server:
+    # one job at a time, so that the second request waits in the queue (the scheduler would run it beside)
+    with server_process(tmp_path, model_dir, server="max_queue = 2\nmax_concurrent_jobs = 1\nshutdown_grace_seconds = 120\n") as server:
         running, running_result = in_background(post_with_id, server, long_speech, "running-job-0001")
         poll(lambda: job_status(server, "running-job-0001") == "running")
         queued, queued_result = in_background(post_with_id, server, short_speech, "queued-job-0001")
