@@ -1,5 +1,6 @@
 """The operating system asking the server to stop: SIGINT (Ctrl+C), SIGTERM and SIGHUP on POSIX;
-Ctrl+C, Ctrl+Break and closing the console window (or logging off, shutting down) on Windows.
+Ctrl+C, Ctrl+Break and closing the console window (or logging off, shutting down) on Windows, and
+there `python -m whisper_api stop` from another process (stop_event.py: Windows has no signal for it).
 
 Each is turned into one call of `on_stop(name)`; what a stop means is the server's business.
 """
@@ -12,6 +13,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from . import stop_event
+
 log = logging.getLogger(__name__)
 
 # Windows gives a console's process about 5 s after these events, then ends it.
@@ -19,10 +22,11 @@ CONSOLE_CLOSE_WAIT_SECONDS = 4.5
 _CONSOLE_EVENTS = {2: "console closed", 5: "user logging off", 6: "system shutting down"}
 
 
-def install(on_stop: Callable[[str], None], finished: threading.Event) -> Callable[[], None]:
+def install(on_stop: Callable[[str], None], finished: threading.Event, port: int | None = None) -> Callable[[], None]:
     """Route the stop signals to `on_stop`; returns a function that puts the old handlers back.
     `finished` is set by the server once it has stopped (Windows' console-close handler waits on
-    it, since returning from that handler ends the process)."""
+    it, since returning from that handler ends the process). `port`, the one the server listens
+    on, names its Windows stop event."""
     names = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"]
     previous: dict[int, object] = {}
     for name in names:
@@ -36,12 +40,15 @@ def install(on_stop: Callable[[str], None], finished: threading.Event) -> Callab
         except (OSError, ValueError):  # not the main thread, or not a signal this platform can catch
             continue
     console_handler = _install_console_handler(on_stop, finished) if sys.platform == "win32" else None
+    close_stop_event = stop_event.listen(port, on_stop) if sys.platform == "win32" and port is not None else None
 
     def restore() -> None:
         for number, handler in previous.items():
             signal.signal(number, handler)
         if console_handler is not None:
             _set_console_handler(console_handler, add=False)
+        if close_stop_event is not None:
+            close_stop_event()
 
     return restore
 
