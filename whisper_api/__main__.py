@@ -1,4 +1,5 @@
-"""Command line: `python -m whisper_api [serve|doctor|download [NAME] [--speakers]] [--config PATH] [--debug]`."""
+"""Command line: `python -m whisper_api [serve|doctor|download [NAME] [--speakers]|stop [--port N] [--wait SECONDS]
+[--force]] [--config PATH] [--debug]`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ log = logging.getLogger("whisper_api")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m whisper_api", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=("serve", "doctor", "download"), default="serve")
+    parser.add_argument("command", nargs="?", choices=("serve", "doctor", "download", "stop"), default="serve")
     parser.add_argument("model", nargs="?", help="download: a Hugging Face model id (default: [model] name)")
     parser.add_argument("--config", help="INI file (default: $WHISPER_API_CONFIG, else conf/whisper_api.ini)")
     parser.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
@@ -24,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         "--speakers", action="store_true",
         help="download: the speaker model (CAM++, for diarized_json) instead of the Whisper model",
     )
+    parser.add_argument("--port", type=int, help="stop: the server's port (default: [server] port)")
+    parser.add_argument(
+        "--wait", type=float, metavar="SECONDS",
+        help="stop: how long to wait for it to exit (default: [server] shutdown_grace_seconds + 30)",
+    )
+    parser.add_argument("--force", action="store_true", help="stop: end it at once if it is still running after the wait")
     arguments = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if arguments.debug else logging.INFO,
@@ -33,12 +40,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"only download takes a model name, not {arguments.command}")
     if arguments.speakers and (arguments.command != "download" or arguments.model):
         parser.error("--speakers goes with download alone: python -m whisper_api download --speakers")
+    stop_options = [f"--{name}" for name in ("port", "wait", "force") if getattr(arguments, name) not in (None, False)]
+    if stop_options and arguments.command != "stop":
+        parser.error(f"{' '.join(stop_options)}: only for stop (python -m whisper_api stop [--port N] [--wait SECONDS] [--force])")
+    if arguments.wait is not None and arguments.wait < 0:
+        parser.error("--wait is a number of seconds, 0 or more")
     try:
         if arguments.speakers:
             return download_speaker_model(arguments.config)
         if arguments.command == "download" and arguments.model:
             print(download_model(arguments.model))
             return 0
+        if arguments.command == "stop":
+            from .stop_command import run_stop
+
+            return run_stop(arguments.config, arguments.port, arguments.wait, arguments.force)
         settings = load_settings(config_path_from_environment(arguments.config))
         if arguments.command == "download":
             print(download_model(settings.model.name))
@@ -103,7 +119,7 @@ def serve(settings: Settings) -> int:
         attach_app(server, app)
         announce_exposure(settings)
         graceful = GracefulServer(server, app.extensions["whisper_api.shutdown"])
-        restore_signals = stop_signals.install(graceful.request_stop, graceful.finished)
+        restore_signals = stop_signals.install(graceful.request_stop, graceful.finished, server.effective_port)
         log.info("serving on http://%s:%s (config %s)", settings.server.host, server.effective_port, settings.source)
         try:
             clean = graceful.run()
