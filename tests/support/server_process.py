@@ -44,6 +44,7 @@ def write_config(directory: Path, model: str, port: int, server: str = "", model
 
 class ServerProcess:
     def __init__(self, config: Path, port: int, host: str = "127.0.0.1") -> None:
+        self.config = config
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.host = host
