@@ -206,7 +206,7 @@ def test_stop_command_leaves_a_server_still_busy_after_the_wait_running_unless_f
         patient = run_stop_command("--port", str(server.port), "--wait", "1")
         assert patient.returncode == 1, patient.stdout + patient.stderr
         assert f"on port {server.port} is still running after 1 s" in patient.stdout
-        assert "--force ends it at once" in patient.stdout
+        assert "left running; with --force" in patient.stdout
         assert server.process.poll() is None and running.is_alive()  # still serving its transcription
 
         forced = run_stop_command("--port", str(server.port), "--wait", "0", "--force")

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         "--wait", type=float, metavar="SECONDS",
         help="stop: how long to wait for it to exit (default: [server] shutdown_grace_seconds + 30)",
     )
-    parser.add_argument("--force", action="store_true", help="stop: end it at once if it is still running after the wait")
+    parser.add_argument(
+        "--force", action="store_true", help="stop: end it at once if it is still running after the wait",
+    )
     arguments = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if arguments.debug else logging.INFO,
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--speakers goes with download alone: python -m whisper_api download --speakers")
     stop_options = [f"--{name}" for name in ("port", "wait", "force") if getattr(arguments, name) not in (None, False)]
     if stop_options and arguments.command != "stop":
-        parser.error(f"{' '.join(stop_options)}: only for stop (python -m whisper_api stop [--port N] [--wait SECONDS] [--force])")
+        parser.error(f"{' '.join(stop_options)}: only for stop: python -m whisper_api stop [--port N] [--wait SECONDS]")
     if arguments.wait is not None and arguments.wait < 0:
         parser.error("--wait is a number of seconds, 0 or more")
     try:

@@ -20,6 +20,7 @@ from .config import config_path_from_environment, load_settings
 WAIT_MARGIN_SECONDS = 30.0
 # How long --force waits for a killed process to be gone.
 KILL_WAIT_SECONDS = 10.0
+FORCE_HINT = "with --force (run.ps1 -Stop -Force) it is ended at once, its running transcriptions lost"
 
 
 @dataclass(frozen=True)
@@ -129,12 +130,12 @@ def stop_listener(process_id: int, port: int, wait_seconds: float, force: bool) 
         if force:
             return kill(process, label, "cannot be asked to stop gracefully")
         return Outcome(f"{label} cannot be asked to stop gracefully (it is still loading its model, or it is older "
-                       "than this command): left running; --force ends it at once.", 1)
+                       f"than this command): left running; {FORCE_HINT}.", 1)
     if not wait_until_gone(process, wait_seconds):
         if force:
             return kill(process, label, f"did not stop within {wait_seconds:g} s")
         return Outcome(f"{label} is still running after {wait_seconds:g} s (its log says what it is waiting for): "
-                       "left running; --force ends it at once.", 1)
+                       f"left running; {FORCE_HINT}.", 1)
     return Outcome(f"Stopped {label} gracefully in {time.monotonic() - started:.1f} s.", 0)
 
 
