@@ -5,7 +5,8 @@
 .DESCRIPTION
   Run setup.ps1 once first. Without -Log the server runs in this window (Ctrl+C stops it).
   With -Log its output goes to logs\server.log instead, for running hidden at log-on from Task
-  Scheduler (see README). -Stop ends the whisper-api server listening on the configured port.
+  Scheduler (see README). -Stop stops the whisper-api server listening on the configured port
+  gracefully, as Ctrl+C in its window would, through "python -m whisper_api stop".
     powershell -ExecutionPolicy Bypass -File .\run.ps1
     powershell -ExecutionPolicy Bypass -File .\run.ps1 -Config .\conf\my.ini
     powershell -ExecutionPolicy Bypass -File .\run.ps1 -Stop
@@ -15,13 +16,18 @@
 .PARAMETER Log
   Write the server's output to logs\server.log (errors and access log) and logs\server.out.log.
 .PARAMETER Stop
-  Stop the whisper-api server that listens on the configured port, then exit.
+  Stop the whisper-api server that listens on the configured port, then exit: new requests get
+  503, the running transcription may finish within [server] shutdown_grace_seconds, and this
+  waits until the server has exited (the grace period plus 30 seconds at most).
+.PARAMETER Force
+  With -Stop: end the server at once if it is still running after that wait.
 #>
 [CmdletBinding()]
 param(
     [string]$Config = "",
     [switch]$Log,
-    [switch]$Stop
+    [switch]$Stop,
+    [switch]$Force
 )
 
 # This file stays ASCII: Windows PowerShell 5.1 reads a .ps1 without a BOM in the ANSI code page.
@@ -31,13 +37,15 @@ $ErrorActionPreference = "Stop"
 $ProjectDir = $PSScriptRoot
 $VenvPython = Join-Path $ProjectDir ".venv\Scripts\python.exe"
 $LogDir = Join-Path $ProjectDir "logs"
-# Prints the [server] port of the INI in argv[1], read by the server's own settings loader.
-$PortProgram = "import sys; from whisper_api.config import load_settings; print(load_settings(sys.argv[1]).server.port)"
 
 if (-not (Test-Path -LiteralPath $VenvPython)) {
     Write-Host ".venv is missing: set up first with" -ForegroundColor Red
     Write-Host "  powershell -ExecutionPolicy Bypass -File .\setup.ps1" -ForegroundColor Yellow
     exit 1
+}
+if ($Force -and -not $Stop) {
+    Write-Host "-Force goes with -Stop: run.ps1 -Stop -Force" -ForegroundColor Red
+    exit 2
 }
 if (-not $Config) { $Config = Join-Path $ProjectDir "conf\whisper_api.ini" }
 if (-not (Test-Path -LiteralPath $Config -PathType Leaf)) {
@@ -48,27 +56,18 @@ if (-not (Test-Path -LiteralPath $Config -PathType Leaf)) {
 $Config = (Resolve-Path -LiteralPath $Config).ProviderPath
 
 if ($Stop) {
+    # Asks the server to stop gracefully, as Ctrl+C in its window would (the running transcription
+    # may finish within [server] shutdown_grace_seconds), waits for its exit and prints one line;
+    # another program on the port is left running (exit code 1).
+    $stopOptions = @(if ($Force) { "--force" })
     Push-Location -LiteralPath $ProjectDir
-    try { $port = & $VenvPython -c $PortProgram $Config } finally { Pop-Location }
-    if ($LASTEXITCODE -ne 0 -or -not $port) { Write-Host "Could not read the port from $Config" -ForegroundColor Red; exit 2 }
-    $port = [int]([string]$port).Trim()
-    $listeners = @(Get-NetTCPConnection -LocalPort $port -State Listen -ErrorAction SilentlyContinue |
-        Select-Object -ExpandProperty OwningProcess -Unique)
-    if ($listeners.Count -eq 0) {
-        Write-Host "No server is listening on port $($port): nothing to stop."
-        exit 0
+    try {
+        & $VenvPython -m whisper_api stop --config $Config @stopOptions
+        $code = $LASTEXITCODE
+    } finally {
+        Pop-Location
     }
-    foreach ($processId in $listeners) {
-        $process = Get-CimInstance Win32_Process -Filter "ProcessId = $processId"
-        if ($process -and ([string]$process.CommandLine) -match "whisper_api") {
-            Stop-Process -Id $processId
-            Write-Host "Stopped whisper-api (process $processId) on port $port." -ForegroundColor Green
-        } else {
-            $name = if ($process) { $process.Name } else { "unknown" }
-            Write-Host "Port $port belongs to another program ($name, process $processId): left running." -ForegroundColor Yellow
-        }
-    }
-    exit 0
+    exit $code
 }
 
 if ($Log) {

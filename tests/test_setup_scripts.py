@@ -93,7 +93,7 @@ def test_scripts_are_ascii_for_windows_powershell(script):
 
 @pytest.mark.parametrize(
     ("script", "switches"),
-    [(SETUP, ("Run", "Test", "Cpu", "Model", "Config")), (RUN, ("Config", "Log", "Stop"))],
+    [(SETUP, ("Run", "Test", "Cpu", "Model", "Config")), (RUN, ("Config", "Log", "Stop", "Force"))],
     ids=["setup.ps1", "run.ps1"],
 )
 def test_script_parameters_are_documented(script, switches):
@@ -112,9 +112,8 @@ def test_scripts_build_every_path_from_their_own_folder():
 
 def test_embedded_programs_are_literal_in_powershell():
     """`$` or a backtick inside a double-quoted PowerShell string would be expanded."""
-    for script, variable in ((SETUP, "ProbeProgram"), (RUN, "PortProgram")):
-        program = powershell_string(script, variable)
-        assert "$" not in program and "`" not in program and '"' not in program
+    program = powershell_string(SETUP, "ProbeProgram")
+    assert "$" not in program and "`" not in program and '"' not in program
 
 
 def test_python_probe_prints_version_bits_and_path():
@@ -125,14 +124,16 @@ def test_python_probe_prints_version_bits_and_path():
     assert bits == "64" and Path(path) == Path(sys.executable)
 
 
-def test_port_program_reads_the_port_of_the_ini(tmp_path):
-    program = powershell_string(RUN, "PortProgram")
-    config = tmp_path / "設定 テスト.ini"
-    config.write_text("[server]\nport = 8123\n[model]\nname = x\n[deployment:whisper]\n", encoding="utf-8")
-    for path, port in ((config, "8123"), (REPOSITORY / "conf" / "whisper_api.ini", "8000")):
-        completed = subprocess.run([sys.executable, "-c", program, str(path)], cwd=REPOSITORY,
-                                   capture_output=True, text=True, check=True)
-        assert completed.stdout.strip() == port
+def test_run_stop_is_the_graceful_stop_command_not_a_kill():
+    """-Stop runs `python -m whisper_api stop` with the script's INI (tests/test_shutdown.py stops a
+    real server with it: the running transcription finishes); Stop-Process would end the server
+    with no grace period, and -Force asks the command for that explicitly."""
+    script = text(RUN)
+    stop_block = re.search(r"^if \(\$Stop\) \{\n(.*?)^\}", script, re.S | re.M).group(1)
+    assert "& $VenvPython -m whisper_api stop --config $Config @stopOptions" in stop_block
+    assert '$stopOptions = @(if ($Force) { "--force" })' in stop_block
+    assert "exit $code" in stop_block
+    assert "Stop-Process" not in script and "Get-NetTCPConnection" not in script
 
 
 def test_setup_model_option_uses_the_download_command():
