@@ -37,7 +37,8 @@ class ServerSettings:
     channel_timeout_seconds: int = 120
     connection_limit: int = 100
     require_api_version: bool = True
-    # on Ctrl+C/SIGTERM the running job may finish within this many seconds, then it is cancelled
+    # on a stop request (Ctrl+C, SIGTERM, the stop command) the running job may finish within this
+    # many seconds, then it is cancelled
     shutdown_grace_seconds: float = 30.0
 
     @property
