@@ -59,7 +59,7 @@ def run_stop(config: str | None, port: int | None, wait_seconds: float | None, f
 def stop(port: int, wait_seconds: float, force: bool) -> list[Outcome]:
     listeners, unseen = listening_processes(port)
     if not listeners:
-        if unseen or port_answers(port):
+        if unseen:
             return [Outcome(f"Port {port} is held by a program this user cannot look at (another user's?): "
                             "left running.", 1)]
         return [Outcome(f"No server is listening on port {port}: nothing to stop.", 0)]
@@ -67,23 +67,27 @@ def stop(port: int, wait_seconds: float, force: bool) -> list[Outcome]:
 
 
 def listening_processes(port: int) -> tuple[set[int], bool]:
-    """Ids of the processes listening on TCP `port`, and whether a listener was seen whose process
-    is not known (another user's, to a user who is not root on Linux)."""
+    """Ids of the processes listening on TCP `port`, and whether something listens there whose
+    process is not known (another user's, to a user who is not root on Linux or macOS)."""
+    connections, complete = _tcp_connections()
     listeners: set[int] = set()
     unseen = False
-    for process_id, connection in _tcp_connections():
+    for process_id, connection in connections:
         if connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr.port == port:
             if process_id:
                 listeners.add(process_id)
             else:
                 unseen = True
+    if not listeners and not unseen and not complete:
+        unseen = port_answers(port)
     return listeners, unseen
 
 
-def _tcp_connections():
-    """(process id or None, connection) for every TCP socket this user may see."""
+def _tcp_connections() -> tuple[list, bool]:
+    """(process id or None, connection) for the TCP sockets this user may see, and whether that is
+    every socket on the machine."""
     try:
-        return [(connection.pid, connection) for connection in psutil.net_connections(kind="tcp")]
+        return [(connection.pid, connection) for connection in psutil.net_connections(kind="tcp")], True
     except psutil.AccessDenied:  # macOS lists every process' sockets to root only: this user's
         found = []
         for process in psutil.process_iter():
@@ -92,12 +96,11 @@ def _tcp_connections():
                 found += [(process.pid, connection) for connection in connections(kind="tcp")]
             except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
                 continue
-        return found
+        return found, False
 
 
 def port_answers(port: int) -> bool:
-    """Whether something accepts connections on the port on this PC (a listener the process
-    list did not show)."""
+    """Whether something accepts connections on the port on this PC."""
     for host in ("127.0.0.1", "::1"):
         try:
             with socket.create_connection((host, port), timeout=1):
