@@ -2,8 +2,8 @@
 it and waits on it; `python -m whisper_api stop` sets it. A process in another console (or with
 none, started by a Scheduled Task) cannot be sent Ctrl+C, and TerminateProcess has no grace.
 
-The event's default security lets only the user who started the server (and SYSTEM,
-administrators) set it. It closes with the server's process, so a stale one cannot exist.
+The event gets the server's default security: the user who started the server (and SYSTEM) may
+set it, other users may not. It closes with the server's process, so it cannot outlive it.
 """
 
 from __future__ import annotations
