@@ -79,7 +79,7 @@ class EverythingIsSpeech(SpeechDetector):
     def __init__(self) -> None:
         self.options = VadOptions()
 
-    def frame_probabilities(self, samples: np.ndarray) -> np.ndarray:
+    def frame_probabilities(self, samples: np.ndarray, cancellation=None) -> np.ndarray:
         return np.ones(-(-len(samples) // 512), dtype=np.float32)
 
 

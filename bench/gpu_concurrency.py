@@ -52,24 +52,28 @@ def build_engine(arguments: argparse.Namespace) -> Engine:
     return engine
 
 
-def one_at_a_time(engine: Engine, clips) -> float:
+def one_at_a_time(engine: Engine, clips, texts: dict[int, str] | None = None) -> float:
     started = time.perf_counter()
-    for samples in clips:
-        engine.transcribe(TranscriptionJob(samples=samples, language="ja"))
+    for index, samples in enumerate(clips):
+        transcript = engine.transcribe(TranscriptionJob(samples=samples, language="ja"))
+        if texts is not None:
+            texts[index] = transcript.text
     synchronize()
     return time.perf_counter() - started
 
 
-def all_at_once(engine: Engine, clips) -> float:
+def all_at_once(engine: Engine, clips, texts: dict[int, str] | None = None) -> float:
     errors: list[BaseException] = []
 
-    def run(samples) -> None:
+    def run(index: int, samples) -> None:
         try:
-            engine.transcribe(TranscriptionJob(samples=samples, language="ja"))
+            transcript = engine.transcribe(TranscriptionJob(samples=samples, language="ja"))
+            if texts is not None:
+                texts[index] = transcript.text
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=run, args=(samples,)) for samples in clips]
+    threads = [threading.Thread(target=run, args=(index, samples)) for index, samples in enumerate(clips)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -107,10 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         all_at_once(engine, clips[:4])
     scheduler = engine.scheduler
     serial, concurrent = [], []
+    solo_texts: dict[int, str] = {}
+    shared_texts: dict[int, str] = {}
     for _ in range(arguments.repeats):
-        serial.append(one_at_a_time(engine, clips))
+        serial.append(one_at_a_time(engine, clips, solo_texts))
         steps_before = dict(scheduler.rows_per_step)
-        concurrent.append(all_at_once(engine, clips))
+        concurrent.append(all_at_once(engine, clips, shared_texts))
+    identical = sum(solo_texts[index] == shared_texts.get(index) for index in solo_texts)
     rows = {rows: count - steps_before.get(rows, 0) for rows, count in sorted(scheduler.rows_per_step.items())
             if count - steps_before.get(rows, 0)}
     serial_median, concurrent_median = statistics.median(serial), statistics.median(concurrent)
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{requests / concurrent_median:.1f} | {serial_median / concurrent_median:.2f} |",
         "",
         f"Decoding steps of the last concurrent run by rows in them: {rows}",
+        f"Transcripts identical all at once and one at a time: {identical}/{len(solo_texts)}",
     ]
     write_report("\n".join(lines), arguments.output)
     return 0

@@ -1,8 +1,9 @@
 """Rows that join and leave a decoding batch between steps: the scheduler's continuous batching.
 
 A `DecodingGroup` decodes the rows that can share a step: the same temperature, word-timestamp
-setting, token limit and context length (`GroupKey`); their prefixes (language, task, prompt) and
-chunks may differ, and so may the step each row is at: rows admitted later decode beside rows
+setting and context length (`GroupKey`); their prefixes (language, task, prompt, a row's own
+earlier text it carries on from), token limits and chunks may differ, and so may the step each
+row is at: rows admitted later decode beside rows
 admitted earlier, each at its own position. New rows are run through their prefix together and
 joined to the batch between two steps; finished rows leave it (a quarter of the batch at a time,
 or at once when another row waits for the place); a row may be parked, its cache rows set aside,
@@ -36,14 +37,13 @@ class GroupKey:
     temperature: float
     word_timestamps: bool
     positions: int  # self-attention cache length: prefix + token limit
-    max_new_tokens: int
     min_new_tokens: int
     apart: Any = None  # a job decoded apart from the others (after a failure in a shared batch)
 
     @classmethod
     def of(cls, request: DecodingRequest, apart: Any = None) -> "GroupKey":
         return cls(request.temperature, request.word_timestamps, len(request.prefix) + request.max_new_tokens,
-                   request.max_new_tokens, request.min_new_tokens, apart)
+                   request.min_new_tokens, apart)
 
 
 @dataclass(eq=False)
@@ -128,14 +128,16 @@ class DecodingGroup:
         decoder, request = self.decoder, works[0].request
         rows = len(works)
         encoded = torch.cat([work.encoded for work in works]) if rows > 1 else works[0].encoded
-        cache, logits, no_speech = decoder.prefill(encoded, request, rows)
-        forbidden = decoder.rules.forbidden(0, decoder.rules.initial_state(rows))
+        cache, logits, no_speech, carried_weights = decoder.prefill(encoded, request, rows)
+        state, forbidden = decoder.rules.opening(rows, request.resumed_at)
         if request.min_new_tokens:
             forbidden = forbidden | decoder.rules.end_of_text_forbidden
         chosen, logprob = self.choose(logits, forbidden, works)
-        state = decoder.rules.advance(decoder.rules.initial_state(rows), chosen)
-        for work, probability in zip(works, no_speech.tolist()):
+        state = decoder.rules.advance(state, chosen)
+        for position, (work, probability) in enumerate(zip(works, no_speech.tolist())):
             work.no_speech = probability
+            if carried_weights is not None:
+                work.columns.append((carried_weights, position))
         part = Rows(list(works), cache, state, logprob.clone(), chosen, [len(request.prefix)] * rows)
         self.record(part, chosen.cpu().numpy(), None)
         return part
@@ -230,7 +232,7 @@ class DecodingGroup:
                 if (step % LOOP_CHECK_STEPS == LOOP_CHECK_STEPS - 1 and not key.min_new_tokens
                         and loops_at_the_end([token for token in work.tokens if token < timestamp_begin])):
                     work.finished = work.looped = True
-                if work.steps >= key.max_new_tokens:
+                if work.steps >= work.request.max_new_tokens:
                     work.finished = True
             if work.finished:
                 done.append((position, work))

@@ -41,6 +41,19 @@ class DecodingRequest:
     compression_ratio_threshold: float = 2.4
     # checked before every step: a cancelled job leaves the model within one step
     cancellation: Cancellation | None = field(default=None, compare=False)
+    # A row carrying on its own earlier text in the same window: the prefix ends with that text
+    # (closed by a timestamp) and the timestamp it resumes at, `carried` tokens in all. They are
+    # the result's first tokens, aligned with the rest for word times; the rules take up after them.
+    carried: int = 0
+
+    @property
+    def carried_tokens(self) -> tuple[int, ...]:
+        return self.prefix[len(self.prefix) - self.carried :]
+
+    @property
+    def resumed_at(self) -> int | None:
+        """The timestamp token a carrying row resumes at (the prefix's last token)."""
+        return self.prefix[-1] if self.carried else None
 
 
 @dataclass(frozen=True)
@@ -114,34 +127,56 @@ class Decoder:
             return BeamSearch(self, request).run(encoded, frames)
         return Sampling(self, request, generator).run(encoded, frames)
 
+    def decode_rows(self, encoded: torch.Tensor, requests: list[DecodingRequest], frames: list[int],
+                    generator: torch.Generator | None = None) -> list[Decoded]:
+        """Each row with its own request (rows carrying on their own text have prefixes of their
+        own): here rows of the same request decode together; the scheduler mixes them all."""
+        by_request: dict[DecodingRequest, list[int]] = {}
+        for row, request in enumerate(requests):
+            by_request.setdefault(request, []).append(row)
+        results: list[Decoded | None] = [None] * len(requests)
+        for request, rows in by_request.items():
+            taken = encoded.index_select(0, torch.tensor(rows, device=encoded.device))
+            decoded = Decoder.decode(self, taken, request, [frames[row] for row in rows], generator)  # not a subclass's
+            for row, result in zip(rows, decoded):
+                results[row] = result
+        return results
+
     def prefill(self, encoded: torch.Tensor, request: DecodingRequest, rows: int, cache: Cache | None = None
-                ) -> tuple[Cache, torch.Tensor, torch.Tensor]:
-        """The prefix through the decoder: the cache, the last position's logits and the no-speech
-        probabilities (from <|startoftranscript|>'s position). No alignment weights: word times
-        leave the prefix's rows out, as transformers and openai/whisper do."""
+                ) -> tuple[Cache, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The prefix through the decoder: the cache, the last position's logits, the no-speech
+        probabilities (from <|startoftranscript|>'s position) and, with word timestamps, the
+        alignment heads' weights (rows, heads, carried, frames) over the row's carried text. The
+        rest of the prefix has none: word times leave it out, as transformers and openai/whisper do."""
         if cache is None:
             cache = self.forward.new_cache(encoded, len(request.prefix) + request.max_new_tokens)
         prefix = torch.tensor([list(request.prefix)] * rows, device=self.model.device)
-        hidden, _ = self.forward.prefill(prefix, cache)
+        heads = self.alignment_heads if request.word_timestamps and request.carried else None
+        hidden, weights = self.forward.prefill(prefix, cache, heads)
+        carried_weights = None
+        if heads:
+            stacked = torch.cat([weights[layer] for layer in heads], dim=1)
+            carried_weights = stacked[:, :, len(request.prefix) - request.carried :]
         # the context before it holds text and timestamp tokens only: the one <|startoftranscript|>
         sot = request.prefix.index(self.tokens.start_of_transcript)
         logits = self.forward.logits(torch.cat([hidden[:, -1], hidden[:, sot]])).float()
         # contiguous before the copy: torch-directml failed copying a sliced tensor to the host
         # ("bytes_count must be less or equal to src size", DirectML issue 348)
         no_speech = logits[rows:].softmax(dim=-1)[:, self.tokens.no_speech].contiguous().cpu()
-        return cache, logits[:rows], no_speech
+        return cache, logits[:rows], no_speech, carried_weights
 
     def align(self, encoded: torch.Tensor, request: DecodingRequest, results: list[Decoded], frames: list[int]
               ) -> list[Decoded]:
         """Token times for results decoded without gathering attention (beam search): the prefix
         and tokens again through the decoder, teacher-forced, reading the alignment heads."""
         aligned = []
+        context = request.prefix[: len(request.prefix) - request.carried]  # results hold the carried text
         for row, result in enumerate(results):
-            tokens = torch.tensor([[*request.prefix, *result.tokens]], device=self.model.device)
+            tokens = torch.tensor([[*context, *result.tokens]], device=self.model.device)
             cache = self.forward.new_cache(encoded[row : row + 1], tokens.shape[1])
             _, weights = self.forward.prefill(tokens, cache, self.alignment_heads)
             stacked = torch.cat([weights[layer] for layer in self.alignment_heads], dim=1)[0]
-            matrix = stacked[:, len(request.prefix) :].contiguous().cpu().numpy()
+            matrix = stacked[:, len(context) :].contiguous().cpu().numpy()
             aligned.append(replace(result, token_spans=token_times(matrix, frames[row], len(result.tokens))))
         return aligned
 
@@ -151,13 +186,17 @@ class Decoder:
 
     def finish(self, request: DecodingRequest, tokens: list[int], sum_logprob: float, no_speech: float,
                alignment: np.ndarray | None, frames: int, looped: bool = False) -> Decoded:
+        """The row's result: its carried text and its new tokens (`alignment` covers both), scored
+        and checked for repetition on the new tokens alone (the carried text passed before)."""
+        new = len(tokens)
         text = self.model.decode_text(tokens)
+        tokens = [*request.carried_tokens, *tokens]
         spans = None
         if alignment is not None:
             spans = token_times(alignment[:, : len(tokens)], frames, len(tokens))
         return Decoded(
             tokens=tokens,
-            avg_logprob=sum_logprob / (len(tokens) + 1),
+            avg_logprob=sum_logprob / (new + 1),
             no_speech_prob=no_speech,
             temperature=request.temperature,
             compression_ratio=compression_ratio(text),
@@ -189,17 +228,19 @@ class Sampling:
         if decoder.cuda_graphs and request.temperature == 0 and not request.word_timestamps:
             graphed = decoder.graphed_steps(rows)
         cache = graphed.prepare(encoded) if graphed else None
-        cache, logits, no_speech = decoder.prefill(encoded, request, rows, cache)
-        state = rules.initial_state(rows)
+        cache, logits, no_speech, carried_weights = decoder.prefill(encoded, request, rows, cache)
+        state, opening = rules.opening(rows, request.resumed_at)
         sum_logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
         position = torch.tensor([len(request.prefix)], device=device)
         heads = decoder.alignment_heads if request.word_timestamps else None
         live = LiveRows(rows, end_of_text, rules.timestamp_begin)
+        if carried_weights is not None:
+            live.record_weights(carried_weights)
         for step in range(request.max_new_tokens):
             raise_if_cancelled(request.cancellation)
             forbid_end_of_text = step < request.min_new_tokens
             if step == 0:
-                forbidden = rules.forbidden(0, state)
+                forbidden = opening
                 if forbid_end_of_text:
                     forbidden = forbidden | rules.end_of_text_forbidden
                 chosen, logprob = self.choose(logits, forbidden)
@@ -298,8 +339,8 @@ class BeamSearch:
         rows = chunks * beams
         # each chunk's encoder states once per hypothesis, by index_select (not repeat_interleave)
         expand = torch.arange(chunks, device=device).unsqueeze(1).expand(chunks, beams).reshape(-1)
-        cache, logits, no_speech = decoder.prefill(encoded.index_select(0, expand), request, rows)
-        state = rules.initial_state(rows)
+        cache, logits, no_speech, _ = decoder.prefill(encoded.index_select(0, expand), request, rows)
+        state, opening = rules.opening(rows, request.resumed_at)
         sum_logprobs = torch.zeros(rows, dtype=torch.float32, device=device)
         sum_logprobs.view(chunks, beams)[:, 1:] = NEGATIVE_INFINITY  # identical hypotheses: keep one
         position = torch.tensor([len(request.prefix)], device=device)
@@ -314,7 +355,7 @@ class BeamSearch:
                 logits, _ = decoder.forward.step(chosen, position, cache)
                 logits = logits.float()
                 position += 1
-            logits = logits.masked_fill(rules.forbidden(step, state), NEGATIVE_INFINITY)
+            logits = logits.masked_fill(rules.forbidden(step, state) if step else opening, NEGATIVE_INFINITY)
             logprobs = logits.log_softmax(dim=-1)
             weight = rules.timestamp_forced(logprobs)
             forced, timestamp_total = weight.forced, weight.timestamp_total

@@ -55,29 +55,34 @@ class FallbackDecoder:
         return (result.looped or result.compression_ratio > self.options.compression_ratio_threshold
                 or result.avg_logprob < self.options.logprob_threshold)
 
-    def decode(self, encoded: torch.Tensor, frames: list[int], prefix: tuple[int, ...], temperature: float,
-               word_timestamps: bool, generator: torch.Generator, first_temperature_forced: bool = False,
-               cancellation: Cancellation | None = None) -> list[Decoded]:
+    def decode(self, encoded: torch.Tensor, frames: list[int], prefix: tuple[int, ...] | list[tuple[int, ...]],
+               temperature: float, word_timestamps: bool, generator: torch.Generator,
+               first_temperature_forced: bool = False, cancellation: Cancellation | None = None,
+               carried: list[int] | None = None) -> list[Decoded]:
         """Each row decoded at the first temperature it passes the checks at; a row that passes at
         none keeps its most confident text that does not loop (faster-whisper's choice: the last
         temperature's text is the most random one, often invented), its repeats trimmed.
-        `first_temperature_forced` starts one step up the schedule."""
+        `first_temperature_forced` starts one step up the schedule. `prefix` is every row's, or
+        each row's own, whose last `carried[row]` tokens are that row's earlier text it carries on
+        (then its text and the new tokens share the token limit)."""
+        rows = encoded.shape[0]
+        prefixes = list(prefix) if isinstance(prefix, list) else [prefix] * rows
+        carried = carried or [0] * rows
         schedule = temperature_schedule(temperature, self.options.temperature_increment)
         if first_temperature_forced and len(schedule) > 1:
             schedule = schedule[1:]
-        candidates: list[list[Decoded]] = [[] for _ in range(encoded.shape[0])]
-        passed: list[Decoded | None] = [None] * encoded.shape[0]
-        pending = list(range(encoded.shape[0]))
+        candidates: list[list[Decoded]] = [[] for _ in range(rows)]
+        passed: list[Decoded | None] = [None] * rows
+        pending = list(range(rows))
         for current in schedule:
-            rows = torch.tensor(pending, device=encoded.device)
-            request = DecodingRequest(prefix, current, self.options.beam_size if current == 0 else 1, word_timestamps,
-                                      compression_ratio_threshold=self.options.compression_ratio_threshold,
-                                      cancellation=cancellation)
-            if self.options.forced_new_tokens:
-                request = replace(request, max_new_tokens=self.options.forced_new_tokens,
-                                  min_new_tokens=self.options.forced_new_tokens)
-            decoded = self.decoder.decode(encoded.index_select(0, rows) if len(pending) < encoded.shape[0] else encoded,
-                                          request, [frames[row] for row in pending], generator)
+            requests = [self.request(prefixes[row], carried[row], current, word_timestamps, cancellation)
+                        for row in pending]
+            taken = encoded.index_select(0, torch.tensor(pending, device=encoded.device)) if len(pending) < rows else encoded
+            pending_frames = [frames[row] for row in pending]
+            if len(set(requests)) == 1:
+                decoded = self.decoder.decode(taken, requests[0], pending_frames, generator)
+            else:
+                decoded = self.decoder.decode_rows(taken, requests, pending_frames, generator)
             still: list[int] = []
             for row, result in zip(pending, decoded):
                 candidates[row].append(result)
@@ -98,6 +103,17 @@ class FallbackDecoder:
                 result = replace(result, tokens=tokens, token_spans=spans)
             finished.append(result)
         return finished
+
+    def request(self, prefix: tuple[int, ...], carried: int, temperature: float, word_timestamps: bool,
+                cancellation: Cancellation | None) -> DecodingRequest:
+        request = DecodingRequest(prefix, temperature, self.options.beam_size if temperature == 0 else 1,
+                                  word_timestamps, compression_ratio_threshold=self.options.compression_ratio_threshold,
+                                  cancellation=cancellation, carried=carried)
+        if self.options.forced_new_tokens:
+            return replace(request, max_new_tokens=self.options.forced_new_tokens,
+                           min_new_tokens=self.options.forced_new_tokens)
+        # a carried text has used part of the row's token limit (and the cache keeps its length)
+        return replace(request, max_new_tokens=request.max_new_tokens - carried)
 
     def most_confident(self, tried: list[Decoded]) -> Decoded:
         """Of a row's texts that all failed the checks: the highest average log probability among

@@ -4,8 +4,8 @@
 longest pauses; chunks are decoded `batch_size` at a time, each on its own with the request's
 prompt (never conditioned on the previous chunk's text: a model that repeats the previous text
 over new audio is how sentences get lost), and their segments are mapped back to the clip and
-held to the speech they cover. A chunk whose text stops short of its speech is decoded again from
-where the text stopped.
+held to the speech they cover. A chunk whose text stops short of its speech is carried on from
+where the text stopped, in the same window (its audio is encoded once).
 
 `sequential`: openai/whisper's loop, one 30 s window after another, conditioned on the previous
 text; the VAD lets it jump over silence and never consume a window past speech the model did not
@@ -27,7 +27,8 @@ from .chunks import Chunk, plan_chunks
 from .decoder import MAX_NEW_TOKENS, Decoded, Decoder
 from .fallback import FallbackDecoder
 from .logprobs import chosen_logprobs, with_logprobs
-from .model import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, WINDOW_SAMPLES, WINDOW_SECONDS, LoadedModel
+from .model import (FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, TIME_PRECISION, WINDOW_SAMPLES, WINDOW_SECONDS,
+                    LoadedModel)
 from .segments import ChunkText, renumbered, split_segments
 from .vad import FRAME_SECONDS, SpeechDetector, SpeechRegion, VadOptions, speech_regions
 
@@ -38,6 +39,8 @@ SAMPLING_SEED = 0
 # Text that stops this long before its chunk's speech ends leaves speech untranscribed.
 UNCOVERED_SPEECH_SECONDS = 1.0
 MAX_RESUMES_PER_CHUNK = 3
+# A text with fewer tokens than this left of its limit resumes in a window of its own instead.
+MIN_TOKENS_TO_CARRY_ON = 32
 # Empty text over speech the VAD is this sure of (mean frame probability) is decoded again.
 CONFIDENT_SPEECH = 0.8
 ONSET_LEAD_SECONDS = 0.5
@@ -161,7 +164,14 @@ class VadStrategy:
 
 class ChunkPasses:
     """One job's chunks through the decoder: a first pass, then the passes that make sure every
-    speech region ends up covered by text, each batched like the first."""
+    speech region ends up covered by text.
+
+    A chunk's audio is encoded once. Text that stops over a second before its chunk's speech
+    ends is carried on in the same window: its tokens so far, closed by their last timestamp, and
+    a timestamp where the untranscribed speech starts become the row's prefix, and the decoder
+    goes on from there (no second encoder pass; rows of every chunk that carry on, and other
+    jobs' rows, share the steps). Only a text that has used most of its token limit resumes in a
+    window of its own, from where it stopped."""
 
     def __init__(self, clip: ClipDecoding, job: TranscriptionJob, prompt: list[int], generator: torch.Generator
                  ) -> None:
@@ -171,58 +181,167 @@ class ChunkPasses:
         self.generator = generator
         self.language = job.language
 
-    def decode(self, chunks: list[Chunk], forced_fallback: bool = False) -> list[ChunkText]:
-        raise_if_cancelled(self.job.cancellation)  # each pass (first, again, resumed) is a batch
+    def encode(self, chunks: list[Chunk]) -> torch.Tensor:
+        raise_if_cancelled(self.job.cancellation)
         encoded = self.clip.encode([speech_only(self.job.samples, chunk) for chunk in chunks])
         if self.language is None:
             self.language = self.clip.detect_language(encoded)
-        prefix = self.clip.prefix(self.language, self.job.task, self.prompt)
+        return encoded
+
+    @property
+    def prefix(self) -> tuple[int, ...]:
+        return self.clip.prefix(self.language, self.job.task, self.prompt)
+
+    def decode_rows(self, encoded: torch.Tensor, chunks: list[Chunk], carried: list[tuple[int, ...]] | None = None,
+                    forced_fallback: bool = False) -> list[Decoded | None]:
+        """Each chunk's text (None where it is silence), a row carrying on `carried[row]` where
+        that is not empty."""
+        raise_if_cancelled(self.job.cancellation)
+        carried = carried or [()] * len(chunks)
+        prefixes = [(*self.prefix, *tokens) for tokens in carried]
         results = self.clip.fallback.decode(
-            encoded, [chunk_frames(chunk) for chunk in chunks], prefix, self.job.temperature,
+            encoded, [chunk_frames(chunk) for chunk in chunks], prefixes, self.job.temperature,
             self.job.word_timestamps, self.generator, first_temperature_forced=forced_fallback,
-            cancellation=self.job.cancellation,
+            cancellation=self.job.cancellation, carried=[len(tokens) for tokens in carried],
         )
-        texts = []
-        for row, (chunk, result) in enumerate(zip(chunks, results)):
-            if self.clip.fallback.is_silence(result):
-                texts.append(ChunkText([], False, 0.0))
-            else:
-                texts.append(self.clip.split(self.job, encoded[row : row + 1], prefix, result, chunk.start,
-                                             chunk.duration, self.language))
-        return texts
+        return [None if self.clip.fallback.is_silence(result) else result for result in results]
+
+    def text(self, encoded: torch.Tensor, row: int, chunk: Chunk, result: Decoded | None) -> ChunkText:
+        if result is None or not result.tokens:
+            return ChunkText([], False, 0.0)
+        return self.clip.split(self.job, encoded[row : row + 1], self.prefix, result, chunk.start, chunk.duration,
+                               self.language)
+
+    def decode(self, chunks: list[Chunk]) -> list[ChunkText]:
+        """One pass over the chunks, nothing more."""
+        encoded = self.encode(chunks)
+        results = self.decode_rows(encoded, chunks)
+        return [self.text(encoded, row, chunk, result) for row, (chunk, result) in enumerate(zip(chunks, results))]
 
     def covered(self, chunks: list[Chunk], probabilities: np.ndarray) -> list[tuple[Chunk, ChunkText]]:
         """The chunks' text, and more where it stops short of a chunk's speech: empty text over
         speech the VAD is sure of is decoded again one temperature up; text that stops over a
-        second before its chunk's speech ends is followed by a pass from where it stopped."""
-        texts = self.decode(chunks)
-        empty = [index for index, (chunk, text) in enumerate(zip(chunks, texts))
-                 if not text.segments and speech_confidence(probabilities, chunk.start, chunk.end) >= CONFIDENT_SPEECH]
+        second before its chunk's speech ends is carried on from there."""
+        windows = [Window(chunk, of=index, row=index) for index, chunk in enumerate(chunks)]
+        encoded = self.encode(chunks)
+        results = self.decode_rows(encoded, chunks)
+        for window, result in zip(windows, results):
+            window.result = result
+        empty = [window for window in windows if not has_text(self.clip.model, window.result)
+                 and speech_confidence(probabilities, window.chunk.start, window.chunk.end) >= CONFIDENT_SPEECH]
         if empty:
-            for index in empty:
+            for window in empty:
                 log.info("chunk %.1f-%.1f s: no text over confident speech, decoding it again at a higher "
-                         "temperature", chunks[index].start, chunks[index].end)
-            for index, text in zip(empty, self.decode([chunks[index] for index in empty], forced_fallback=True)):
-                texts[index] = text
-        pieces = [[(chunk, text)] for chunk, text in zip(chunks, texts)]
+                         "temperature", window.chunk.start, window.chunk.end)
+            rows = torch.tensor([window.row for window in empty], device=encoded.device)
+            again = self.decode_rows(encoded.index_select(0, rows), [window.chunk for window in empty],
+                                     forced_fallback=True)
+            for window, result in zip(empty, again):
+                window.result = result
         for _ in range(MAX_RESUMES_PER_CHUNK):
-            resumed = [(index, rest) for index, chunk in enumerate(chunks)
-                       if (rest := uncovered_rest(chunk, pieces[index][-1])) is not None]
+            resumed = [(window, point) for window in windows if not window.done
+                       and (point := resume_point(self.clip.model, window.chunk, window.result)) is not None]
             if not resumed:
                 break
-            for index, rest in resumed:
-                log.info("chunk %.1f-%.1f s: text stops at %.1f s before its speech ends at %.1f s; decoding "
-                         "from there", chunks[index].start, chunks[index].end, rest.start, rest.regions[-1].end)
-            for (index, rest), text in zip(resumed, self.decode([rest for _, rest in resumed])):
-                if text.segments:
-                    pieces[index].append((rest, text))
-                else:  # nothing more to hear there: the rest stays as it is
-                    pieces[index].append((rest, ChunkText([], False, 0.0)))
-        return [piece for chunk_pieces in pieces for piece in chunk_pieces]
+            encoded, windows = self.carry_on(encoded, windows, resumed)
+        pieces: dict[int, list[tuple[Chunk, ChunkText]]] = {}
+        for window in windows:
+            pieces.setdefault(window.of, []).append(
+                (window.chunk, self.text(encoded, window.row, window.chunk, window.result)))
+        return [piece for index in sorted(pieces) for piece in pieces[index]]
+
+    def carry_on(self, encoded: torch.Tensor, windows: list["Window"], resumed: list[tuple["Window", "ResumePoint"]]
+                 ) -> tuple[torch.Tensor, list["Window"]]:
+        """One round of resumes, all rows decoded together: rows with room left carry on in their
+        own window; the others resume in a new window from where their text stopped."""
+        rows: list[Window] = []
+        carried: list[tuple[int, ...]] = []
+        fresh: list[Window] = []
+        for window, point in resumed:
+            log.info("chunk %.1f-%.1f s: text stops at %.1f s before its speech ends at %.1f s; decoding "
+                     "from there", window.chunk.start, window.chunk.end, point.stopped, window.chunk.regions[-1].end)
+            if MAX_NEW_TOKENS - len(point.carried) >= MIN_TOKENS_TO_CARRY_ON:
+                rows.append(window)
+                carried.append(point.carried)
+            else:
+                rest = Window(Chunk(round(point.resume_from, 3), window.chunk.end, point.regions), of=window.of)
+                window.done = True
+                fresh.append(rest)
+                rows.append(rest)
+                carried.append(())
+        if fresh:  # their windows' encoder states join the others'
+            encoded = torch.cat([encoded, self.encode([window.chunk for window in fresh])])
+            for offset, window in enumerate(fresh):
+                window.row = encoded.shape[0] - len(fresh) + offset
+            windows = windows + fresh
+        taken = encoded.index_select(0, torch.tensor([window.row for window in rows], device=encoded.device))
+        results = self.decode_rows(taken, [window.chunk for window in rows], carried)
+        for window, tokens, result in zip(rows, carried, results):
+            if not tokens:
+                window.result = result
+            elif result is not None and has_text(self.clip.model, result, after=len(tokens)):
+                window.result = result
+            else:  # nothing more to hear there: the text stays as it was
+                window.done = True
+        return encoded, windows
+
+
+@dataclass(eq=False)
+class Window:
+    """A chunk's (or its rest's) encoder row and its text so far; `of` is the chunk it belongs to."""
+
+    chunk: Chunk
+    of: int
+    row: int = -1
+    result: Decoded | None = None
+    done: bool = False  # no more resumes: nothing more was found, or a rest of it goes on
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    stopped: float  # seconds in the clip where the text stops
+    resume_from: float  # where the untranscribed speech starts (a little before it)
+    regions: tuple[SpeechRegion, ...]  # the speech regions not transcribed
+    carried: tuple[int, ...]  # the text so far, closed, and the timestamp it goes on at
+
+
+def has_text(model: LoadedModel, result: Decoded | None, after: int = 0) -> bool:
+    return result is not None and any(token < model.tokens.end_of_text for token in result.tokens[after:])
+
+
+def resume_point(model: LoadedModel, chunk: Chunk, result: Decoded | None) -> ResumePoint | None:
+    """Where a chunk's text must go on: it stops (at its last closing timestamp) over a second
+    before the chunk's speech ends; None when it covers the speech or ends in open text."""
+    if result is None:
+        return None
+    timestamp_begin = model.tokens.timestamp_begin
+    tokens = result.tokens
+    closing = next((index for index in range(len(tokens) - 1, 0, -1)
+                    if tokens[index] >= timestamp_begin and tokens[index - 1] < timestamp_begin), None)
+    if closing is None or any(token < timestamp_begin for token in tokens[closing:]):
+        return None  # no closed text, or text after the last timestamp that none closes
+    stopped = chunk.start + (tokens[closing] - timestamp_begin) * TIME_PRECISION
+    rest = uncovered_from(chunk, stopped)
+    if rest is None:
+        return None
+    resume_from, regions = rest
+    at = max(round((resume_from - chunk.start) / TIME_PRECISION), tokens[closing] - timestamp_begin)
+    if at * TIME_PRECISION >= min(chunk.duration, WINDOW_SECONDS):
+        return None
+    return ResumePoint(stopped, resume_from, regions, (*tokens[: closing + 1], timestamp_begin + at))
 
 
 def chunk_frames(chunk: Chunk) -> int:
     return min(round(chunk.duration * FRAMES_PER_SECOND), WINDOW_SECONDS * FRAMES_PER_SECOND)
+
+
+def uncovered_from(chunk: Chunk, stopped: float) -> tuple[float, tuple[SpeechRegion, ...]] | None:
+    """Where speech left untranscribed after `stopped` (seconds in the clip) resumes, and its
+    regions, when over a second of the chunk's speech remains after it."""
+    remaining = [region for region in chunk.regions if region.end > stopped + UNCOVERED_SPEECH_SECONDS]
+    if not remaining or chunk.regions[-1].end - stopped < UNCOVERED_SPEECH_SECONDS:
+        return None
+    return max(stopped, remaining[0].start - 0.2, chunk.start), tuple(remaining)
 
 
 def uncovered_rest(chunk: Chunk, last: tuple[Chunk, ChunkText]) -> Chunk | None:
@@ -231,12 +350,11 @@ def uncovered_rest(chunk: Chunk, last: tuple[Chunk, ChunkText]) -> Chunk | None:
     _, text = last
     if not text.segments:
         return None
-    stopped = text.segments[-1].end
-    remaining = [region for region in chunk.regions if region.end > stopped + UNCOVERED_SPEECH_SECONDS]
-    if not remaining or chunk.regions[-1].end - stopped < UNCOVERED_SPEECH_SECONDS:
+    rest = uncovered_from(chunk, text.segments[-1].end)
+    if rest is None:
         return None
-    start = max(stopped, remaining[0].start - 0.2, chunk.start)
-    return Chunk(round(start, 3), chunk.end, tuple(remaining))
+    start, regions = rest
+    return Chunk(round(start, 3), chunk.end, regions)
 
 
 def speech_only(samples: np.ndarray, chunk: Chunk) -> np.ndarray:

@@ -5,7 +5,8 @@ tensor operations per step: no Python loop over rows, no host round trip, no flo
 are openai/whisper's `ApplyTimestampRules` (as transformers' Whisper processor has them):
 - timestamps come in pairs, except directly before end-of-text;
 - timestamps never decrease (and a pair's closing timestamp is not repeated as the next opening);
-- the first token is a timestamp no later than `max_initial_timestamp`;
+- the first token is a timestamp no later than `max_initial_timestamp` (unless the row carries on
+  its own earlier text: then it takes up the rules where that text left them);
 - where the total probability of the timestamps beats every single text token, a timestamp it is.
 
 A row's place in these rules is a small state machine (`START` ... `FINISHED`) and a floor (the
@@ -116,6 +117,19 @@ class DecodingRules:
             torch.full((rows,), START, dtype=torch.long, device=self.device),
             torch.full((rows, 1), self.timestamp_begin, dtype=torch.int32, device=self.device),
         )
+
+    def opening(self, rows: int, resumed_at: int | None = None) -> tuple[TimestampState, torch.Tensor]:
+        """The rows' state before their first sampled token, and what that token may not be. A
+        row resumed at a timestamp (its prefix ends with its own closed text and that opening
+        timestamp) goes on as after a pair of timestamps, and with text: it resumes where speech
+        is known to be untranscribed (a model that ended its text early would end it again)."""
+        if resumed_at is None:
+            return self.initial_state(rows), self.first_step_suppressed
+        state = TimestampState(
+            torch.full((rows,), PAIR_CLOSED, dtype=torch.long, device=self.device),
+            torch.full((rows, 1), resumed_at + 1, dtype=torch.int32, device=self.device),
+        )
+        return state, self.forbidden(1, state) | self.end_of_text_forbidden
 
     def forbidden(self, step: int, state: TimestampState) -> torch.Tensor:
         """(rows, vocabulary) True where a token may not come next at `step` (0 = first sampled)."""
