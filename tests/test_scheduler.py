@@ -113,6 +113,19 @@ def test_concurrent_jobs_share_steps_and_each_gets_its_solo_transcript(shared, c
         "no decoding step held rows of two jobs"
 
 
+def test_whole_calls_take_rows_of_every_job_and_each_gets_its_solo_transcript(shared, clips, monkeypatch):
+    """CUDA's way (greedy rows in whole calls of the plain loop, padded to the full batch), run
+    here on the CPU's plain loop: the jobs' rows share calls, each job gets its solo text."""
+    scheduler = shared.scheduler
+    monkeypatch.setattr(scheduler, "whole_calls", True)
+    alone = [heard(shared.transcribe(job(samples))) for samples in clips]
+    shared_calls = sum(count for jobs, count in scheduler.steps_by_jobs.items() if jobs > 1)
+    together = concurrently(lambda samples: heard(shared.transcribe(job(samples))), clips)
+    assert together == alone
+    assert sum(count for jobs, count in scheduler.steps_by_jobs.items() if jobs > 1) > shared_calls, \
+        "no call held rows of two jobs"
+
+
 def test_sampled_rows_are_the_same_whatever_shares_their_batch(shared, clips):
     """Each sampled row draws from its own generator: a request sampled at 0.4 gets the same text
     alone as beside another job."""

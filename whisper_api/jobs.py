@@ -42,6 +42,15 @@ class JobRunner:
     deployment: str
     log_fields: dict[str, Any]  # the request's access-log line
 
+    def announce(self, job: TranscriptionJob) -> None:
+        """The job on the progress board (queued) before its transcription is asked for: the page
+        polls it while the speaker model loads for a first diarized request."""
+        self.board.start(self.request_id, self.deployment, job.duration)
+
+    def abandon(self) -> None:
+        """An announced job that will not run (its request failed before it): failed on the board."""
+        self.board.finish(self.request_id, succeeded=False)
+
     def run(self, job: TranscriptionJob, disconnected: Callable[[], bool] | None = None) -> Transcript:
         """The transcript, or an ApiError: 400 for a language or task the model lacks, 429 when the
         queue is full, 499 when the client went away (`disconnected()` turns true, while queued or

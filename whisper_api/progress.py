@@ -100,11 +100,14 @@ class ProgressBoard:
             return job is not None and job.finished is None
 
     def start(self, request_id: str, deployment: str, audio_seconds: float) -> Callable[[int, int], None]:
-        """Register a job; returns the reporter to set as the job's `on_progress`."""
+        """Register a job (an announced one keeps its record and its submission time); returns the
+        reporter to set as the job's `on_progress`."""
         with self._lock:
-            self._jobs[request_id] = JobProgress(request_id, deployment, audio_seconds, time.monotonic())
-            self._jobs.move_to_end(request_id)
-            self._forget_old()
+            announced = self._jobs.get(request_id)
+            if announced is None or announced.finished is not None:
+                self._jobs[request_id] = JobProgress(request_id, deployment, audio_seconds, time.monotonic())
+                self._jobs.move_to_end(request_id)
+                self._forget_old()
         return lambda done, total: self.report(request_id, done, total)
 
     def mark_running(self, request_id: str) -> None:

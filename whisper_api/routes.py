@@ -116,11 +116,16 @@ def serve_audio(
     deployment = resolve_deployment()
     access_log.note(deployment=deployment.name)
     parsed = read_request(request.form, request.files.getlist("file"), request.mimetype, deployment, task, settings())
+    runner = job_runner(deployment)
     if parsed.job.diarize:
-        speakers.speaker_model().get()  # a missing speaker model answers before the transcription runs
+        runner.announce(parsed.job)  # on the board while a first diarized request loads the speaker model
+        try:
+            speakers.speaker_model().get()  # a missing speaker model answers before the transcription runs
+        except BaseException:
+            runner.abandon()
+            raise
     access_log.note(audio_seconds=round(parsed.job.duration, 2))
     writer = formats.writer(parsed.response_format)
-    runner = job_runner(deployment)
     memory.note_job()
     # a client that hangs up (Waitress reads ahead on the connection while the job runs) stops it
     client_disconnected = request.environ.get("waitress.client_disconnected")

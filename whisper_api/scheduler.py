@@ -117,6 +117,8 @@ class Scheduler:
         self.decoder = decoder
         self.max_batch_rows = max_batch_rows
         self.encoder_rows = encoder_rows
+        # greedy rows decode in whole calls of the plain loop: where its steps are CUDA graphs
+        self.whole_calls = decoder.cuda_graphs
         self.release_memory = release_memory or (lambda: None)
         self._condition = threading.Condition()
         self._leader: threading.Thread | None = None
@@ -362,7 +364,7 @@ class Scheduler:
         shared step whose batch changes as rows join and leave. Rows of every job are taken
         into each call, so jobs still share batches; they join between calls (a call of 128
         tokens takes about 0.1 s), not between steps."""
-        if not self.decoder.cuda_graphs or not isinstance(item, RowWork):
+        if not self.whole_calls or not isinstance(item, RowWork):
             return False
         request = item.request
         return request.temperature == 0 and not request.word_timestamps
