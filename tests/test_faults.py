@@ -26,7 +26,7 @@ def post(url: str) -> requests.Response:
 )
 def test_fault_inside_inference_gives_500_and_the_next_request_succeeds(live_server, engine, monkeypatch, fault):
     decoder = engine.decoder
-    real_decode = decoder.decode
+    real_decode = decoder.submit_rows  # a batch's first pass
     calls = []
 
     def failing_once(*arguments, **keywords):
@@ -35,7 +35,7 @@ def test_fault_inside_inference_gives_500_and_the_next_request_succeeds(live_ser
             raise fault
         return real_decode(*arguments, **keywords)
 
-    monkeypatch.setattr(decoder, "decode", failing_once)
+    monkeypatch.setattr(decoder, "submit_rows", failing_once)
     failed = post(live_server)
     assert failed.status_code == 500
     error = failed.json()["error"]

@@ -117,13 +117,13 @@ def one_chunk_a_batch(live_server_with, engine) -> str:
 
 def test_text_and_segments_appear_while_the_rest_is_decoded(open_page, one_chunk_a_batch, engine, meeting_clip,
                                                             monkeypatch):
-    real_decode = engine.decoder.decode
+    real_decode = engine.decoder.submit_rows  # each batch's first pass
 
     def slow(*arguments, **keywords):  # time to look at the page between batches
         time.sleep(1.5)
         return real_decode(*arguments, **keywords)
 
-    monkeypatch.setattr(engine.decoder, "decode", slow)
+    monkeypatch.setattr(engine.decoder, "submit_rows", slow)
     open_with, problems = open_page
     page = open_with("en-US", one_chunk_a_batch)
     page.set_input_files("#audio-file", str(meeting_clip[0]))

@@ -130,16 +130,16 @@ def test_first_text_arrives_while_later_batches_still_decode(one_chunk_a_batch, 
 
 def test_failure_mid_stream_is_one_error_event_in_the_envelope(one_chunk_a_batch, sentences, engine, monkeypatch,
                                                                caplog):
-    real_decode = engine.decoder.decode
+    real_submit = engine.decoder.submit_rows  # each batch's first pass (one chunk a batch here)
     calls = []
 
     def failing_later(*arguments, **keywords):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("injected failure inside decoding")
-        return real_decode(*arguments, **keywords)
+        return real_submit(*arguments, **keywords)
 
-    monkeypatch.setattr(engine.decoder, "decode", failing_later)
+    monkeypatch.setattr(engine.decoder, "submit_rows", failing_later)
     with caplog.at_level(logging.INFO, logger="whisper_api.access"):
         response = post(one_chunk_a_batch, sentences, request_id="stream-failure-001")
         assert response.status_code == 200
@@ -160,7 +160,7 @@ def test_failure_mid_stream_is_one_error_event_in_the_envelope(one_chunk_a_batch
 
 
 def test_sdk_raises_the_error_event(one_chunk_a_batch, sentences, engine, monkeypatch):
-    real_decode = engine.decoder.decode
+    real_decode = engine.decoder.submit_rows  # each batch's first pass
     calls = []
 
     def failing_later(*arguments, **keywords):
@@ -169,7 +169,7 @@ def test_sdk_raises_the_error_event(one_chunk_a_batch, sentences, engine, monkey
             raise RuntimeError("injected")
         return real_decode(*arguments, **keywords)
 
-    monkeypatch.setattr(engine.decoder, "decode", failing_later)
+    monkeypatch.setattr(engine.decoder, "submit_rows", failing_later)
     client = client_for("azure-deployments", one_chunk_a_batch)
     with pytest.raises(openai.APIError, match="The server had an error"):
         for _ in client.audio.transcriptions.create(model="whisper", file=("a.flac", sentences), language="ja",
@@ -201,13 +201,13 @@ def test_client_hanging_up_stops_the_job_and_frees_its_threads(one_chunk_a_batch
 
 def test_heartbeats_keep_a_silent_stretch_alive(one_chunk_a_batch, sentences, engine, monkeypatch):
     monkeypatch.setattr(streaming, "HEARTBEAT_SECONDS", 0.3)
-    real_decode = engine.decoder.decode
+    real_decode = engine.decoder.submit_rows  # each batch's first pass
 
     def slow(*arguments, **keywords):
         time.sleep(1.0)
         return real_decode(*arguments, **keywords)
 
-    monkeypatch.setattr(engine.decoder, "decode", slow)
+    monkeypatch.setattr(engine.decoder, "submit_rows", slow)
     heartbeats: list[float] = []
     streamed = list(events(post(one_chunk_a_batch, sentences), heartbeats))
     assert streamed[-1]["type"] == "transcript.text.done"

@@ -12,13 +12,13 @@ from whisper_api.engine import Engine
 
 def test_warm_up_transcribes_the_shipped_clip_through_the_decoder(engine, monkeypatch, caplog):
     decoded_rows = []
-    decode = engine.decoder.decode
+    decode = engine.decoder.submit_rows  # the clip's first pass
 
     def counting_decode(encoded, *arguments, **keywords):
         decoded_rows.append(encoded.shape[0])
         return decode(encoded, *arguments, **keywords)
 
-    monkeypatch.setattr(engine.decoder, "decode", counting_decode)
+    monkeypatch.setattr(engine.decoder, "submit_rows", counting_decode)
     with caplog.at_level(logging.INFO, logger="whisper_api.engine"):
         engine.warm_up()
     assert sum(decoded_rows) >= 1  # the model decoded speech: silence would have been skipped before it

@@ -200,20 +200,39 @@ class Scheduler:
         if any(request.beam_size > 1 and request.temperature == 0 for request in requests):
             return self.call(lambda: Decoder.decode_rows(self.decoder, encoded, requests, frames, generator))
         with self._submitting() as job:
-            rows = encoded.shape[0]
-            generators: list[torch.Generator | None] = [None] * rows
-            if any(request.temperature > 0 for request in requests):  # each row its own noise
-                seeds = torch.randint(0, 2**62, (rows,), generator=generator).tolist()
-                generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-            work = DecodeWork([None] * rows, rows)
-            with self._condition:
-                for row, request in enumerate(requests):
-                    deliver = self._deliverer(work, row)
-                    key = GroupKey.of(request, job if job.apart else None)
-                    job.waiting.append((key, RowWork(job, encoded[row : row + 1], request, frames[row],
-                                                     generators[row], deliver)))
-                self._condition.notify_all()
-            return self._wait(job, work.future)
+            return self._wait(job, self._enqueue(job, encoded, requests, frames, generator))
+
+    def submit_rows(self, encoded: torch.Tensor, requests: list[DecodingRequest], frames: list[int],
+                    generator: torch.Generator | None = None) -> Callable[[], list[Decoded]]:
+        """`decode_rows` without waiting: the rows are in line now, decoded whenever the job's
+        thread (or any other) waits on the model; calling the returned function waits for them.
+        A job's next batch of audio is encoded while its rows decode, and its rows fill the
+        places that this batch's finished rows leave (outside a job: decoded at once)."""
+        job = _current_job.get()
+        if job is None or not requests or any(request.beam_size > 1 and request.temperature == 0
+                                              for request in requests):
+            results = self.decode_rows(encoded, requests, frames, generator)
+            return lambda: results
+        future = self._enqueue(job, encoded, requests, frames, generator)
+        return lambda: self._wait(job, future)
+
+    def _enqueue(self, job: Job, encoded: torch.Tensor, requests: list[DecodingRequest], frames: list[int],
+                 generator: torch.Generator | None) -> Future:
+        """The rows in the job's line; the future their results are delivered to."""
+        rows = encoded.shape[0]
+        generators: list[torch.Generator | None] = [None] * rows
+        if any(request.temperature > 0 for request in requests):  # each row its own noise
+            seeds = torch.randint(0, 2**62, (rows,), generator=generator).tolist()
+            generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        work = DecodeWork([None] * rows, rows)
+        with self._condition:
+            for row, request in enumerate(requests):
+                deliver = self._deliverer(work, row)
+                key = GroupKey.of(request, job if job.apart else None)
+                job.waiting.append((key, RowWork(job, encoded[row : row + 1], request, frames[row],
+                                                 generators[row], deliver)))
+            self._condition.notify_all()
+        return work.future
 
     def _deliverer(self, work: DecodeWork, row: int) -> Callable[[RowWork, Decoded], None]:
         def deliver(_: RowWork, result: Decoded) -> None:
@@ -647,6 +666,10 @@ class ScheduledDecoder(Decoder):
     def decode_rows(self, encoded: torch.Tensor, requests: list[DecodingRequest], frames: list[int],
                     generator: torch.Generator | None = None) -> list[Decoded]:
         return self.scheduler.decode_rows(encoded, requests, frames, generator)
+
+    def submit_rows(self, encoded: torch.Tensor, requests: list[DecodingRequest], frames: list[int],
+                    generator: torch.Generator | None = None) -> Callable[[], list[Decoded]]:
+        return self.scheduler.submit_rows(encoded, requests, frames, generator)
 
     def language_probabilities(self, encoded: torch.Tensor) -> torch.Tensor:
         return self.scheduler.call(lambda: Decoder.language_probabilities(self, encoded))

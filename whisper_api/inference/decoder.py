@@ -13,6 +13,7 @@ token from the logits after the rules, averaged over the tokens plus end-of-text
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -141,6 +142,16 @@ class Decoder:
             for row, result in zip(rows, decoded):
                 results[row] = result
         return results
+
+    def submit_rows(self, encoded: torch.Tensor, requests: list[DecodingRequest], frames: list[int],
+                    generator: torch.Generator | None = None) -> Callable[[], list[Decoded]]:
+        """`decode_rows`, its results collected by calling the returned function. Here they are
+        decoded at once; the scheduler decodes them while the caller goes on."""
+        if len(set(requests)) == 1:
+            results = self.decode(encoded, requests[0], frames, generator)
+        else:
+            results = self.decode_rows(encoded, requests, frames, generator)
+        return lambda: results
 
     def prefill(self, encoded: torch.Tensor, request: DecodingRequest, rows: int, cache: Cache | None = None
                 ) -> tuple[Cache, torch.Tensor, torch.Tensor, torch.Tensor | None]:

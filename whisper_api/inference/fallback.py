@@ -9,6 +9,7 @@ does not loop is kept). A row the model hears no speech in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -65,34 +66,42 @@ class FallbackDecoder:
         `first_temperature_forced` starts one step up the schedule. `prefix` is every row's, or
         each row's own, whose last `carried[row]` tokens are that row's earlier text it carries on
         (then its text and the new tokens share the token limit)."""
-        rows = encoded.shape[0]
-        prefixes = list(prefix) if isinstance(prefix, list) else [prefix] * rows
-        carried = carried or [0] * rows
-        schedule = temperature_schedule(temperature, self.options.temperature_increment)
-        if first_temperature_forced and len(schedule) > 1:
-            schedule = schedule[1:]
-        candidates: list[list[Decoded]] = [[] for _ in range(rows)]
-        passed: list[Decoded | None] = [None] * rows
-        pending = list(range(rows))
-        for current in schedule:
-            requests = [self.request(prefixes[row], carried[row], current, word_timestamps, cancellation)
-                        for row in pending]
-            taken = encoded.index_select(0, torch.tensor(pending, device=encoded.device)) if len(pending) < rows else encoded
-            pending_frames = [frames[row] for row in pending]
-            if len(set(requests)) == 1:
-                decoded = self.decoder.decode(taken, requests[0], pending_frames, generator)
-            else:
-                decoded = self.decoder.decode_rows(taken, requests, pending_frames, generator)
-            still: list[int] = []
-            for row, result in zip(pending, decoded):
-                candidates[row].append(result)
-                if self.needs_fallback(result):
-                    still.append(row)
-                else:
-                    passed[row] = result
-            pending = still
-            if not pending:
+        run = FallbackRun(self, encoded, frames, prefix, temperature, word_timestamps, generator,
+                          first_temperature_forced, cancellation, carried)
+        for current in run.schedule:
+            if not run.pending:
                 break
+            taken, requests, pending_frames = run.rows_at(current)
+            if len(set(requests)) == 1:
+                run.take(self.decoder.decode(taken, requests[0], pending_frames, generator))
+            else:
+                run.take(self.decoder.decode_rows(taken, requests, pending_frames, generator))
+        return run.results()
+
+    def submit(self, encoded: torch.Tensor, frames: list[int], prefix: tuple[int, ...] | list[tuple[int, ...]],
+               temperature: float, word_timestamps: bool, generator: torch.Generator,
+               first_temperature_forced: bool = False, cancellation: Cancellation | None = None,
+               carried: list[int] | None = None) -> Callable[[], list[Decoded]]:
+        """`decode`, with the first temperature's rows handed to the decoder now and everything
+        after (waiting for them, the fallbacks) when the returned function is called: the rows
+        decode while the caller prepares more work (the next batch's audio), beside it."""
+        run = FallbackRun(self, encoded, frames, prefix, temperature, word_timestamps, generator,
+                          first_temperature_forced, cancellation, carried)
+        taken, requests, pending_frames = run.rows_at(run.schedule[0])
+        first = self.decoder.submit_rows(taken, requests, pending_frames, generator)
+
+        def collect() -> list[Decoded]:
+            run.take(first())
+            for current in run.schedule[1:]:
+                if not run.pending:
+                    break
+                taken, requests, pending_frames = run.rows_at(current)
+                run.take(self.decoder.decode_rows(taken, requests, pending_frames, generator))
+            return run.results()
+
+        return collect
+
+    def finished(self, passed: list[Decoded | None], candidates: list[list[Decoded]]) -> list[Decoded]:
         end_of_text = self.decoder.tokens.end_of_text
         finished = []
         for result, tried in zip(passed, candidates):
@@ -121,3 +130,47 @@ class FallbackDecoder:
         not_looping = [result for result in tried if not result.looped
                        and result.compression_ratio <= self.options.compression_ratio_threshold]
         return max(not_looping or tried, key=lambda result: result.avg_logprob)
+
+
+class FallbackRun:
+    """One call's rows through the temperature schedule: which still need a try, what each got."""
+
+    def __init__(self, fallback: FallbackDecoder, encoded: torch.Tensor, frames: list[int],
+                 prefix: tuple[int, ...] | list[tuple[int, ...]], temperature: float, word_timestamps: bool,
+                 generator: torch.Generator, first_temperature_forced: bool, cancellation: Cancellation | None,
+                 carried: list[int] | None) -> None:
+        self.fallback = fallback
+        self.encoded = encoded
+        self.frames = frames
+        rows = encoded.shape[0]
+        self.prefixes = list(prefix) if isinstance(prefix, list) else [prefix] * rows
+        self.carried = carried or [0] * rows
+        self.word_timestamps = word_timestamps
+        self.cancellation = cancellation
+        schedule = temperature_schedule(temperature, fallback.options.temperature_increment)
+        self.schedule = schedule[1:] if first_temperature_forced and len(schedule) > 1 else schedule
+        self.candidates: list[list[Decoded]] = [[] for _ in range(rows)]
+        self.passed: list[Decoded | None] = [None] * rows
+        self.pending = list(range(rows))
+
+    def rows_at(self, temperature: float) -> tuple[torch.Tensor, list[DecodingRequest], list[int]]:
+        """The pending rows' encoder states, requests at `temperature` and frames."""
+        pending, encoded = self.pending, self.encoded
+        requests = [self.fallback.request(self.prefixes[row], self.carried[row], temperature, self.word_timestamps,
+                                          self.cancellation) for row in pending]
+        taken = encoded.index_select(0, torch.tensor(pending, device=encoded.device)) if len(pending) < len(
+            self.passed) else encoded
+        return taken, requests, [self.frames[row] for row in pending]
+
+    def take(self, decoded: list[Decoded]) -> None:
+        still: list[int] = []
+        for row, result in zip(self.pending, decoded):
+            self.candidates[row].append(result)
+            if self.fallback.needs_fallback(result):
+                still.append(row)
+            else:
+                self.passed[row] = result
+        self.pending = still
+
+    def results(self) -> list[Decoded]:
+        return self.fallback.finished(self.passed, self.candidates)

@@ -143,23 +143,43 @@ class VadStrategy:
         passes = ChunkPasses(self.clip, job, self.clip.prompt_tokens(job), torch.Generator().manual_seed(SAMPLING_SEED))
         segments: list[Segment] = []
         decoded = 0
-        for batch in self.batches(chunks):
-            raise_if_cancelled(job.cancellation)
-            if self.cover_speech:
-                texts = passes.covered(batch, probabilities)
-            else:
-                texts = list(zip(batch, passes.decode(batch)))
-            # a batch's segments are final once it is decoded: later batches never revise them
-            done_before = len(segments)
-            for chunk, text in texts:
-                for segment in text.segments:
-                    segment = held_to_speech(segment, chunk.regions)
-                    previous_end = segments[-1].end if segments else 0.0
-                    segments.append(renumbered(segment, len(segments), job.duration, previous_end))
-            finished(segments[done_before:])
-            decoded += len(batch)
+
+        def finish(started: StartedBatch) -> None:
+            nonlocal decoded
+            texts = passes.covered(started, probabilities) if self.cover_speech else passes.texts(started)
+            finished(add_segments(texts, segments, job.duration))
+            decoded += len(started.chunks)
             progress(decoded, len(chunks))
+
+        # The first batch is finished before the next starts (its text comes first, streamed).
+        # From then on a batch's rows are in line while the next batch's audio is encoded, and the
+        # next batch's rows take the places its finished rows leave (and ride along with its
+        # resumes and fallbacks): a batch's last rows never decode alone.
+        in_line: StartedBatch | None = None
+        for index, batch in enumerate(self.batches(chunks)):
+            raise_if_cancelled(job.cancellation)
+            started = passes.start(batch)
+            if index == 0:
+                finish(started)
+                continue
+            if in_line is not None:
+                finish(in_line)
+            in_line = started
+        if in_line is not None:
+            finish(in_line)
         return passes.language or "en", segments
+
+
+def add_segments(texts: list[tuple[Chunk, ChunkText]], segments: list[Segment], duration: float) -> list[Segment]:
+    """A decoded batch's segments onto the transcript, held to their speech and numbered (final:
+    later batches never revise them); returns the new ones."""
+    done_before = len(segments)
+    for chunk, text in texts:
+        for segment in text.segments:
+            segment = held_to_speech(segment, chunk.regions)
+            previous_end = segments[-1].end if segments else 0.0
+            segments.append(renumbered(segment, len(segments), duration, previous_end))
+    return segments[done_before:]
 
 
 class ChunkPasses:
@@ -212,19 +232,30 @@ class ChunkPasses:
         return self.clip.split(self.job, encoded[row : row + 1], self.prefix, result, chunk.start, chunk.duration,
                                self.language)
 
-    def decode(self, chunks: list[Chunk]) -> list[ChunkText]:
-        """One pass over the chunks, nothing more."""
+    def start(self, chunks: list[Chunk]) -> "StartedBatch":
+        """The chunks encoded and their first pass handed to the decoder (not waited for)."""
         encoded = self.encode(chunks)
-        results = self.decode_rows(encoded, chunks)
-        return [self.text(encoded, row, chunk, result) for row, (chunk, result) in enumerate(zip(chunks, results))]
+        collect = self.clip.fallback.submit(
+            encoded, [chunk_frames(chunk) for chunk in chunks], self.prefix, self.job.temperature,
+            self.job.word_timestamps, self.generator, cancellation=self.job.cancellation)
+        return StartedBatch(chunks, encoded, collect)
 
-    def covered(self, chunks: list[Chunk], probabilities: np.ndarray) -> list[tuple[Chunk, ChunkText]]:
+    def first_pass(self, started: "StartedBatch") -> list[Decoded | None]:
+        return [None if self.clip.fallback.is_silence(result) else result for result in started.collect()]
+
+    def texts(self, started: "StartedBatch") -> list[tuple[Chunk, ChunkText]]:
+        """The first pass's text, nothing more."""
+        results = self.first_pass(started)
+        return [(chunk, self.text(started.encoded, row, chunk, result))
+                for row, (chunk, result) in enumerate(zip(started.chunks, results))]
+
+    def covered(self, started: "StartedBatch", probabilities: np.ndarray) -> list[tuple[Chunk, ChunkText]]:
         """The chunks' text, and more where it stops short of a chunk's speech: empty text over
         speech the VAD is sure of is decoded again one temperature up; text that stops over a
         second before its chunk's speech ends is carried on from there."""
+        chunks, encoded = started.chunks, started.encoded
         windows = [Window(chunk, of=index, row=index) for index, chunk in enumerate(chunks)]
-        encoded = self.encode(chunks)
-        results = self.decode_rows(encoded, chunks)
+        results = self.first_pass(started)
         for window, result in zip(windows, results):
             window.result = result
         empty = [window for window in windows if not has_text(self.clip.model, window.result)
@@ -284,6 +315,15 @@ class ChunkPasses:
             else:  # nothing more to hear there: the text stays as it was
                 window.done = True
         return encoded, windows
+
+
+@dataclass(frozen=True)
+class StartedBatch:
+    """Chunks encoded, their first pass in the decoder's hands: `collect()` waits for it."""
+
+    chunks: list[Chunk]
+    encoded: torch.Tensor
+    collect: Callable[[], list[Decoded]]
 
 
 @dataclass(eq=False)
