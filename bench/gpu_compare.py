@@ -31,9 +31,10 @@ import torch
 from bench.report import write_report  # noqa: E402
 from whisper_api.audio import SAMPLE_RATE
 from whisper_api.inference.chunks import plan_chunks
+from whisper_api.inference.clip import ClipDecoding
 from whisper_api.inference.decoder import Decoder, DecodingRequest
 from whisper_api.inference.fallback import FallbackDecoder, QualityOptions
-from whisper_api.inference.long_form import ClipDecoding, VadStrategy
+from whisper_api.inference.long_form import VadStrategy
 from whisper_api.inference.model import TORCH_DTYPES, LoadedModel
 from whisper_api.inference.vad import SpeechDetector, VadOptions
 from whisper_api.transcript import TranscriptionJob

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-import whisper_api.inference.long_form as long_form
+import whisper_api.inference.coverage as coverage
 from tests.support.long_clips import repeated_sentences
 from tests.support.long_form_scoring import score
 from tests.support.speech import MEETING_SENTENCES, concatenate, japanese_speech
@@ -79,14 +79,14 @@ def test_a_resumed_row_opens_with_text_after_its_timestamp(engine):
 def test_a_clip_whose_text_stops_short_has_its_audio_encoded_once_and_loses_nothing(engine, monkeypatch, caplog):
     clip = repeated_sentences()
     encoded_spans: list[tuple[float, float]] = []
-    original = long_form.speech_only
+    original = coverage.speech_only
 
     def recording(samples: np.ndarray, chunk):
         encoded_spans.append((chunk.start, chunk.end))
         return original(samples, chunk)
 
-    monkeypatch.setattr(long_form, "speech_only", recording)
-    with caplog.at_level(logging.INFO, logger=long_form.__name__):
+    monkeypatch.setattr(coverage, "speech_only", recording)
+    with caplog.at_level(logging.INFO, logger=coverage.__name__):
         transcript = engine.with_settings(strategy="vad").transcribe(TranscriptionJob(samples=clip.samples, language="ja"))
     assert "text stops at" in caplog.text, "this clip's text stops short of its speech: it needs a resume"
     spans = sorted(encoded_spans)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from whisper_api.inference.chunks import Chunk
-from whisper_api.inference.long_form import SequentialStrategy, held_to_speech, speech_only, uncovered_rest
+from whisper_api.inference.coverage import speech_only, uncovered_rest
+from whisper_api.inference.long_form import SequentialStrategy, held_to_speech
 from whisper_api.inference.segments import ChunkText
 from whisper_api.inference.vad import SpeechRegion
 from whisper_api.transcript import Segment, Word
@@ -110,7 +111,7 @@ def test_the_next_window_is_prompted_with_closed_segments_only(engine):
     pair is decoded again in the next window, so its prompt must not hold it already."""
     from tests.support.speech import MEETING_SENTENCES, concatenate, japanese_speech
     from whisper_api.inference.fallback import FallbackDecoder, QualityOptions
-    from whisper_api.inference.long_form import ClipDecoding
+    from whisper_api.inference.clip import ClipDecoding
     from whisper_api.transcript import TranscriptionJob
 
     model = engine.model

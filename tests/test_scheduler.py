@@ -21,7 +21,8 @@ from whisper_api.engine import Engine
 from whisper_api.inference.batching import DecodingGroup
 from whisper_api.inference.decoder import Decoder
 from whisper_api.inference.fallback import FallbackDecoder, QualityOptions
-from whisper_api.inference.long_form import ClipDecoding, VadStrategy
+from whisper_api.inference.clip import ClipDecoding
+from whisper_api.inference.long_form import VadStrategy
 from whisper_api.cancellation import CLIENT_DISCONNECTED, Cancellation, JobCancelled
 from whisper_api.model_queue import ModelQueue
 from whisper_api.transcript import Transcript, TranscriptionJob

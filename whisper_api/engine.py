@@ -17,7 +17,8 @@ from .cancellation import CLIENT_DISCONNECTED, JobCancelled
 from .config import ModelSettings
 from .devices import DeviceChoice, bfloat16_is_native, choose_device, dtype_problem, release_memory, resolve_dtype
 from .inference.fallback import FallbackDecoder, QualityOptions
-from .inference.long_form import ClipDecoding, SequentialStrategy, VadStrategy
+from .inference.clip import ClipDecoding
+from .inference.long_form import SequentialStrategy, VadStrategy
 from .inference.model import TORCH_DTYPES, LoadedModel, ModelLoadError
 from .inference.vad import SpeechDetector, VadOptions
 from .languages import UnsupportedLanguage, UnsupportedTask

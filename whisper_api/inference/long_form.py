@@ -5,7 +5,7 @@ longest pauses; chunks are decoded `batch_size` at a time, each on its own with 
 prompt (never conditioned on the previous chunk's text: a model that repeats the previous text
 over new audio is how sentences get lost), and their segments are mapped back to the clip and
 held to the speech they cover. A chunk whose text stops short of its speech is carried on from
-where the text stopped, in the same window (its audio is encoded once).
+where the text stopped, in the same window (its audio is encoded once: coverage.py).
 
 `sequential`: openai/whisper's loop, one 30 s window after another, conditioned on the previous
 text; the VAD lets it jump over silence and never consume a window past speech the model did not
@@ -18,31 +18,21 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 
 from ..cancellation import raise_if_cancelled
 from ..transcript import Segment, TranscriptionJob
 from .chunks import Chunk, plan_chunks
-from .decoder import MAX_NEW_TOKENS, Decoded, Decoder
-from .fallback import FallbackDecoder
-from .logprobs import chosen_logprobs, with_logprobs
-from .model import (FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, TIME_PRECISION, WINDOW_SAMPLES, WINDOW_SECONDS,
-                    LoadedModel)
-from .segments import ChunkText, renumbered, split_segments
-from .vad import FRAME_SECONDS, SpeechDetector, SpeechRegion, VadOptions, speech_regions
+from .clip import ClipDecoding
+from .coverage import UNCOVERED_SPEECH_SECONDS, ChunkPasses, StartedBatch
+from .decoder import Decoded
+from .model import FRAMES_PER_SECOND, HOP_LENGTH, WINDOW_SAMPLES
+from .segments import ChunkText, renumbered
+from .vad import SpeechRegion
 
 log = logging.getLogger(__name__)
 
-MAX_PROMPT_TOKENS = 448 - MAX_NEW_TOKENS - 4 - 1  # room for <|startofprev|> and the task tokens
 SAMPLING_SEED = 0
-# Text that stops this long before its chunk's speech ends leaves speech untranscribed.
-UNCOVERED_SPEECH_SECONDS = 1.0
-MAX_RESUMES_PER_CHUNK = 3
-# A text with fewer tokens than this left of its limit resumes in a window of its own instead.
-MIN_TOKENS_TO_CARRY_ON = 32
-# Empty text over speech the VAD is this sure of (mean frame probability) is decoded again.
-CONFIDENT_SPEECH = 0.8
 ONSET_LEAD_SECONDS = 0.5
 # The sequential loop forgets the previous text across a pause this long.
 STALE_CONTEXT_SECONDS = 10.0
@@ -70,51 +60,6 @@ class FinishedSegments:
     def __call__(self, segments: list[Segment]) -> None:
         if self.send is not None and segments:
             self.send(segments)
-
-
-class ClipDecoding:
-    """What both strategies share: prefixes, language detection, chunk decoding with fallback."""
-
-    def __init__(self, model: LoadedModel, decoder: Decoder, fallback: FallbackDecoder, detector: SpeechDetector) -> None:
-        self.model = model
-        self.decoder = decoder
-        self.fallback = fallback
-        self.detector = detector
-
-    def prefix(self, language: str, task: str, context: list[int]) -> tuple[int, ...]:
-        tokens = self.model.tokens
-        head = (tokens.start_of_previous, *context[-MAX_PROMPT_TOKENS:]) if context else ()
-        return (*head, *tokens.transcript_start(language, task))
-
-    def prompt_tokens(self, job: TranscriptionJob) -> list[int]:
-        return self.model.text_tokens(" " + job.prompt.strip()) if job.prompt and job.prompt.strip() else []
-
-    def detect_language(self, encoded: torch.Tensor) -> str:
-        """The language most probable over the given chunks together (English on an English-only
-        model, which has no language tokens to ask)."""
-        if self.model.english_only:
-            return "en"
-        probabilities = self.decoder.language_probabilities(encoded).mean(dim=0)
-        return list(self.model.tokens.languages)[int(probabilities.argmax())]
-
-    def encode(self, pieces: list[np.ndarray]) -> torch.Tensor:
-        return self.decoder.encode_audio(pieces)
-
-    def speech(self, job: TranscriptionJob) -> tuple[np.ndarray, list[SpeechRegion], VadOptions]:
-        """The clip's frame probabilities and speech regions, found with the request's own
-        speech options (`chunking_strategy`) over the server's."""
-        options = replace(self.detector.options, **job.speech.changes())
-        probabilities = self.detector.frame_probabilities(job.samples, job.cancellation)
-        return probabilities, speech_regions(probabilities, job.duration, options), options
-
-    def split(self, job: TranscriptionJob, encoded: torch.Tensor, prefix: tuple[int, ...], result: Decoded,
-              offset: float, duration: float, language: str, **options) -> ChunkText:
-        """A decoded row's segments, with its tokens' log probabilities when the job asks."""
-        text = split_segments(self.model, result, offset, duration, language, **options)
-        if not job.logprobs or not text.segments:
-            return text
-        logprobs = chosen_logprobs(self.decoder, encoded, prefix, result.tokens)
-        return replace(text, segments=with_logprobs(self.model, text.segments, result, logprobs))
 
 
 class VadStrategy:
@@ -180,238 +125,6 @@ def add_segments(texts: list[tuple[Chunk, ChunkText]], segments: list[Segment], 
             previous_end = segments[-1].end if segments else 0.0
             segments.append(renumbered(segment, len(segments), duration, previous_end))
     return segments[done_before:]
-
-
-class ChunkPasses:
-    """One job's chunks through the decoder: a first pass, then the passes that make sure every
-    speech region ends up covered by text.
-
-    A chunk's audio is encoded once. Text that stops over a second before its chunk's speech
-    ends is carried on in the same window: its tokens so far, closed by their last timestamp, and
-    a timestamp where the untranscribed speech starts become the row's prefix, and the decoder
-    goes on from there (no second encoder pass; rows of every chunk that carry on, and other
-    jobs' rows, share the steps). Only a text that has used most of its token limit resumes in a
-    window of its own, from where it stopped."""
-
-    def __init__(self, clip: ClipDecoding, job: TranscriptionJob, prompt: list[int], generator: torch.Generator
-                 ) -> None:
-        self.clip = clip
-        self.job = job
-        self.prompt = prompt
-        self.generator = generator
-        self.language = job.language
-
-    def encode(self, chunks: list[Chunk]) -> torch.Tensor:
-        raise_if_cancelled(self.job.cancellation)
-        encoded = self.clip.encode([speech_only(self.job.samples, chunk) for chunk in chunks])
-        if self.language is None:
-            self.language = self.clip.detect_language(encoded)
-        return encoded
-
-    @property
-    def prefix(self) -> tuple[int, ...]:
-        return self.clip.prefix(self.language, self.job.task, self.prompt)
-
-    def decode_rows(self, encoded: torch.Tensor, chunks: list[Chunk], carried: list[tuple[int, ...]] | None = None,
-                    forced_fallback: bool = False) -> list[Decoded | None]:
-        """Each chunk's text (None where it is silence), a row carrying on `carried[row]` where
-        that is not empty."""
-        raise_if_cancelled(self.job.cancellation)
-        carried = carried or [()] * len(chunks)
-        prefixes = [(*self.prefix, *tokens) for tokens in carried]
-        results = self.clip.fallback.decode(
-            encoded, [chunk_frames(chunk) for chunk in chunks], prefixes, self.job.temperature,
-            self.job.word_timestamps, self.generator, first_temperature_forced=forced_fallback,
-            cancellation=self.job.cancellation, carried=[len(tokens) for tokens in carried],
-        )
-        return [None if self.clip.fallback.is_silence(result) else result for result in results]
-
-    def text(self, encoded: torch.Tensor, row: int, chunk: Chunk, result: Decoded | None) -> ChunkText:
-        if result is None or not result.tokens:
-            return ChunkText([], False, 0.0)
-        return self.clip.split(self.job, encoded[row : row + 1], self.prefix, result, chunk.start, chunk.duration,
-                               self.language)
-
-    def start(self, chunks: list[Chunk]) -> "StartedBatch":
-        """The chunks encoded and their first pass handed to the decoder (not waited for)."""
-        encoded = self.encode(chunks)
-        collect = self.clip.fallback.submit(
-            encoded, [chunk_frames(chunk) for chunk in chunks], self.prefix, self.job.temperature,
-            self.job.word_timestamps, self.generator, cancellation=self.job.cancellation)
-        return StartedBatch(chunks, encoded, collect)
-
-    def first_pass(self, started: "StartedBatch") -> list[Decoded | None]:
-        return [None if self.clip.fallback.is_silence(result) else result for result in started.collect()]
-
-    def texts(self, started: "StartedBatch") -> list[tuple[Chunk, ChunkText]]:
-        """The first pass's text, nothing more."""
-        results = self.first_pass(started)
-        return [(chunk, self.text(started.encoded, row, chunk, result))
-                for row, (chunk, result) in enumerate(zip(started.chunks, results))]
-
-    def covered(self, started: "StartedBatch", probabilities: np.ndarray) -> list[tuple[Chunk, ChunkText]]:
-        """The chunks' text, and more where it stops short of a chunk's speech: empty text over
-        speech the VAD is sure of is decoded again one temperature up; text that stops over a
-        second before its chunk's speech ends is carried on from there."""
-        chunks, encoded = started.chunks, started.encoded
-        windows = [Window(chunk, of=index, row=index) for index, chunk in enumerate(chunks)]
-        results = self.first_pass(started)
-        for window, result in zip(windows, results):
-            window.result = result
-        empty = [window for window in windows if not has_text(self.clip.model, window.result)
-                 and speech_confidence(probabilities, window.chunk.start, window.chunk.end) >= CONFIDENT_SPEECH]
-        if empty:
-            for window in empty:
-                log.info("chunk %.1f-%.1f s: no text over confident speech, decoding it again at a higher "
-                         "temperature", window.chunk.start, window.chunk.end)
-            rows = torch.tensor([window.row for window in empty], device=encoded.device)
-            again = self.decode_rows(encoded.index_select(0, rows), [window.chunk for window in empty],
-                                     forced_fallback=True)
-            for window, result in zip(empty, again):
-                window.result = result
-        for _ in range(MAX_RESUMES_PER_CHUNK):
-            resumed = [(window, point) for window in windows if not window.done
-                       and (point := resume_point(self.clip.model, window.chunk, window.result)) is not None]
-            if not resumed:
-                break
-            encoded, windows = self.carry_on(encoded, windows, resumed)
-        pieces: dict[int, list[tuple[Chunk, ChunkText]]] = {}
-        for window in windows:
-            pieces.setdefault(window.of, []).append(
-                (window.chunk, self.text(encoded, window.row, window.chunk, window.result)))
-        return [piece for index in sorted(pieces) for piece in pieces[index]]
-
-    def carry_on(self, encoded: torch.Tensor, windows: list["Window"], resumed: list[tuple["Window", "ResumePoint"]]
-                 ) -> tuple[torch.Tensor, list["Window"]]:
-        """One round of resumes, all rows decoded together: rows with room left carry on in their
-        own window; the others resume in a new window from where their text stopped."""
-        rows: list[Window] = []
-        carried: list[tuple[int, ...]] = []
-        fresh: list[Window] = []
-        for window, point in resumed:
-            log.info("chunk %.1f-%.1f s: text stops at %.1f s before its speech ends at %.1f s; decoding "
-                     "from there", window.chunk.start, window.chunk.end, point.stopped, window.chunk.regions[-1].end)
-            if MAX_NEW_TOKENS - len(point.carried) >= MIN_TOKENS_TO_CARRY_ON:
-                rows.append(window)
-                carried.append(point.carried)
-            else:
-                rest = Window(Chunk(round(point.resume_from, 3), window.chunk.end, point.regions), of=window.of)
-                window.done = True
-                fresh.append(rest)
-                rows.append(rest)
-                carried.append(())
-        if fresh:  # their windows' encoder states join the others'
-            encoded = torch.cat([encoded, self.encode([window.chunk for window in fresh])])
-            for offset, window in enumerate(fresh):
-                window.row = encoded.shape[0] - len(fresh) + offset
-            windows = windows + fresh
-        taken = encoded.index_select(0, torch.tensor([window.row for window in rows], device=encoded.device))
-        results = self.decode_rows(taken, [window.chunk for window in rows], carried)
-        for window, tokens, result in zip(rows, carried, results):
-            if not tokens:
-                window.result = result
-            elif result is not None and has_text(self.clip.model, result, after=len(tokens)):
-                window.result = result
-            else:  # nothing more to hear there: the text stays as it was
-                window.done = True
-        return encoded, windows
-
-
-@dataclass(frozen=True)
-class StartedBatch:
-    """Chunks encoded, their first pass in the decoder's hands: `collect()` waits for it."""
-
-    chunks: list[Chunk]
-    encoded: torch.Tensor
-    collect: Callable[[], list[Decoded]]
-
-
-@dataclass(eq=False)
-class Window:
-    """A chunk's (or its rest's) encoder row and its text so far; `of` is the chunk it belongs to."""
-
-    chunk: Chunk
-    of: int
-    row: int = -1
-    result: Decoded | None = None
-    done: bool = False  # no more resumes: nothing more was found, or a rest of it goes on
-
-
-@dataclass(frozen=True)
-class ResumePoint:
-    stopped: float  # seconds in the clip where the text stops
-    resume_from: float  # where the untranscribed speech starts (a little before it)
-    regions: tuple[SpeechRegion, ...]  # the speech regions not transcribed
-    carried: tuple[int, ...]  # the text so far, closed, and the timestamp it goes on at
-
-
-def has_text(model: LoadedModel, result: Decoded | None, after: int = 0) -> bool:
-    return result is not None and any(token < model.tokens.end_of_text for token in result.tokens[after:])
-
-
-def resume_point(model: LoadedModel, chunk: Chunk, result: Decoded | None) -> ResumePoint | None:
-    """Where a chunk's text must go on: it stops (at its last closing timestamp) over a second
-    before the chunk's speech ends; None when it covers the speech or ends in open text."""
-    if result is None:
-        return None
-    timestamp_begin = model.tokens.timestamp_begin
-    tokens = result.tokens
-    closing = next((index for index in range(len(tokens) - 1, 0, -1)
-                    if tokens[index] >= timestamp_begin and tokens[index - 1] < timestamp_begin), None)
-    if closing is None or any(token < timestamp_begin for token in tokens[closing:]):
-        return None  # no closed text, or text after the last timestamp that none closes
-    stopped = chunk.start + (tokens[closing] - timestamp_begin) * TIME_PRECISION
-    rest = uncovered_from(chunk, stopped)
-    if rest is None:
-        return None
-    resume_from, regions = rest
-    at = max(round((resume_from - chunk.start) / TIME_PRECISION), tokens[closing] - timestamp_begin)
-    if at * TIME_PRECISION >= min(chunk.duration, WINDOW_SECONDS):
-        return None
-    return ResumePoint(stopped, resume_from, regions, (*tokens[: closing + 1], timestamp_begin + at))
-
-
-def chunk_frames(chunk: Chunk) -> int:
-    return min(round(chunk.duration * FRAMES_PER_SECOND), WINDOW_SECONDS * FRAMES_PER_SECOND)
-
-
-def uncovered_from(chunk: Chunk, stopped: float) -> tuple[float, tuple[SpeechRegion, ...]] | None:
-    """Where speech left untranscribed after `stopped` (seconds in the clip) resumes, and its
-    regions, when over a second of the chunk's speech remains after it."""
-    remaining = [region for region in chunk.regions if region.end > stopped + UNCOVERED_SPEECH_SECONDS]
-    if not remaining or chunk.regions[-1].end - stopped < UNCOVERED_SPEECH_SECONDS:
-        return None
-    return max(stopped, remaining[0].start - 0.2, chunk.start), tuple(remaining)
-
-
-def uncovered_rest(chunk: Chunk, last: tuple[Chunk, ChunkText]) -> Chunk | None:
-    """The part of `chunk` after the last text decoded in it, where speech remains untranscribed
-    for over a second; None when the text covers the speech (or the last pass found nothing)."""
-    _, text = last
-    if not text.segments:
-        return None
-    rest = uncovered_from(chunk, text.segments[-1].end)
-    if rest is None:
-        return None
-    start, regions = rest
-    return Chunk(round(start, 3), chunk.end, regions)
-
-
-def speech_only(samples: np.ndarray, chunk: Chunk) -> np.ndarray:
-    """The chunk's audio with everything between its speech regions silenced: noise or music in
-    a pause inside a chunk is what Whisper mishears or invents text over."""
-    first = int(chunk.start * SAMPLE_RATE)
-    audio = samples[first : int(chunk.end * SAMPLE_RATE)].copy()
-    kept = np.zeros(len(audio), dtype=bool)
-    for region in chunk.regions:
-        kept[max(int(region.start * SAMPLE_RATE) - first, 0) : max(int(region.end * SAMPLE_RATE) - first, 0)] = True
-    audio[~kept] = 0.0
-    return audio
-
-
-def speech_confidence(probabilities: np.ndarray, start: float, end: float) -> float:
-    frames = probabilities[int(start / FRAME_SECONDS) : max(int(end / FRAME_SECONDS), int(start / FRAME_SECONDS) + 1)]
-    return float(frames.mean()) if frames.size else 0.0
 
 
 def held_to_speech(segment: Segment, regions: tuple[SpeechRegion, ...]) -> Segment:
