@@ -2,7 +2,7 @@
 from the text so far and a timestamp, with no second encoder pass. Carrying on from the model's
 own text gives the rest of its own tokens (and the same word times), through the plain loop and
 through the scheduler; a clip that needs resumes has each piece of its audio encoded once and
-loses no sentence.
+loses no sentence, within the DirectML rules.
 
 The real Whisper base model on the CPU in float32."""
 
@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import whisper_api.inference.coverage as coverage
+from tests.support.directml_rules import DirectMLRules
 from tests.support.long_clips import repeated_sentences
 from tests.support.long_form_scoring import score
 from tests.support.speech import MEETING_SENTENCES, concatenate, japanese_speech
@@ -86,9 +87,10 @@ def test_a_clip_whose_text_stops_short_has_its_audio_encoded_once_and_loses_noth
         return original(samples, chunk)
 
     monkeypatch.setattr(coverage, "speech_only", recording)
-    with caplog.at_level(logging.INFO, logger=coverage.__name__):
+    with caplog.at_level(logging.INFO, logger=coverage.__name__), DirectMLRules() as rules:
         transcript = engine.with_settings(strategy="vad").transcribe(TranscriptionJob(samples=clip.samples, language="ja"))
     assert "text stops at" in caplog.text, "this clip's text stops short of its speech: it needs a resume"
+    assert not rules.violations(), rules.report()  # carrying on keeps the DirectML rules
     spans = sorted(encoded_spans)
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
     result = score(clip, transcript.segments)
