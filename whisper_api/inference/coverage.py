@@ -77,6 +77,9 @@ class ChunkPasses:
             self.job.word_timestamps, self.generator, first_temperature_forced=forced_fallback,
             cancellation=self.job.cancellation, carried=[len(tokens) for tokens in carried],
         )
+        return self.unless_silence(results)
+
+    def unless_silence(self, results: list[Decoded]) -> list[Decoded | None]:
         return [None if self.clip.fallback.is_silence(result) else result for result in results]
 
     def text(self, encoded: torch.Tensor, row: int, chunk: Chunk, result: Decoded | None) -> ChunkText:
@@ -94,7 +97,7 @@ class ChunkPasses:
         return StartedBatch(chunks, encoded, collect)
 
     def first_pass(self, started: "StartedBatch") -> list[Decoded | None]:
-        return [None if self.clip.fallback.is_silence(result) else result for result in started.collect()]
+        return self.unless_silence(started.collect())
 
     def texts(self, started: "StartedBatch") -> list[tuple[Chunk, ChunkText]]:
         """The first pass's text, nothing more."""

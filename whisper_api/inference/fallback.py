@@ -68,15 +68,7 @@ class FallbackDecoder:
         (then its text and the new tokens share the token limit)."""
         run = FallbackRun(self, encoded, frames, prefix, temperature, word_timestamps, generator,
                           first_temperature_forced, cancellation, carried)
-        for current in run.schedule:
-            if not run.pending:
-                break
-            taken, requests, pending_frames = run.rows_at(current)
-            if len(set(requests)) == 1:
-                run.take(self.decoder.decode(taken, requests[0], pending_frames, generator))
-            else:
-                run.take(self.decoder.decode_rows(taken, requests, pending_frames, generator))
-        return run.results()
+        return run.decode_at(run.schedule)
 
     def submit(self, encoded: torch.Tensor, frames: list[int], prefix: tuple[int, ...] | list[tuple[int, ...]],
                temperature: float, word_timestamps: bool, generator: torch.Generator,
@@ -92,12 +84,7 @@ class FallbackDecoder:
 
         def collect() -> list[Decoded]:
             run.take(first())
-            for current in run.schedule[1:]:
-                if not run.pending:
-                    break
-                taken, requests, pending_frames = run.rows_at(current)
-                run.take(self.decoder.decode_rows(taken, requests, pending_frames, generator))
-            return run.results()
+            return run.decode_at(run.schedule[1:])
 
         return collect
 
@@ -146,6 +133,7 @@ class FallbackRun:
         self.prefixes = list(prefix) if isinstance(prefix, list) else [prefix] * rows
         self.carried = carried or [0] * rows
         self.word_timestamps = word_timestamps
+        self.generator = generator
         self.cancellation = cancellation
         schedule = temperature_schedule(temperature, fallback.options.temperature_increment)
         self.schedule = schedule[1:] if first_temperature_forced and len(schedule) > 1 else schedule
@@ -161,6 +149,19 @@ class FallbackRun:
         taken = encoded.index_select(0, torch.tensor(pending, device=encoded.device)) if len(pending) < len(
             self.passed) else encoded
         return taken, requests, [self.frames[row] for row in pending]
+
+    def decode_at(self, temperatures: list[float]) -> list[Decoded]:
+        """The pending rows through `temperatures` in turn, until none is pending; every row's result."""
+        decoder = self.fallback.decoder
+        for temperature in temperatures:
+            if not self.pending:
+                break
+            taken, requests, frames = self.rows_at(temperature)
+            if len(set(requests)) == 1:  # the decoder's plain call (a test's stand-in has only that one)
+                self.take(decoder.decode(taken, requests[0], frames, self.generator))
+            else:
+                self.take(decoder.decode_rows(taken, requests, frames, self.generator))
+        return self.results()
 
     def take(self, decoded: list[Decoded]) -> None:
         still: list[int] = []
