@@ -190,7 +190,8 @@ class DecodingGroup:
             values = [batch.positions[0]] if len(distinct) == 1 else batch.positions
             self._position = torch.tensor(values, device=batch.chosen.device)
         heads = decoder.alignment_heads if key.word_timestamps else None
-        logits, weights = decoder.forward.step(batch.chosen, self._position, batch.cache, heads)
+        logits, weights = decoder.forward.step(batch.chosen, self._position, batch.cache, heads,
+                                               reach=max(batch.positions) + 1)
         self._position += 1
         batch.positions = [position + 1 for position in batch.positions]
         forbidden = rules.forbidden(1, batch.state)

@@ -2,12 +2,15 @@
 as few as the speech allows, as even as the pauses allow, cut at pauses.
 
 Whisper encodes every chunk as a full 30 s window, so the number of chunks is what a clip's
-encoding costs; chunks are decoded in batches, and a batch takes as many steps as its longest
-chunk has tokens, so among the plans with the fewest chunks the one whose longest chunk is
-shortest wins (to the second), then the one whose shortest cut pause is longest, then the one
-with the most pause at its cuts. A region longer than a chunk is first cut inside speech into
-pieces of even length, each cut at the least speech-like frame within CUT_WINDOW_SECONDS around
-its even place.
+encoding costs. A region is the VAD's speech between pauses of min_silence_ms or more, so read
+speech, a lecture or a fast talker makes regions of a minute or more whose sentences are apart
+by 0.1-0.5 s: those shorter pauses (quiet frames inside a region) are places to cut too, so
+chunks fill their windows across region boundaries (a 10-minute lecture: 21 windows, not 26).
+Among the plans with the fewest chunks the one whose longest chunk is shortest wins (to the
+second), then the one whose shortest cut pause is longest, then the one with the most pause at
+its cuts; a pause inside a region counts for less than any pause between regions. A stretch
+with no pause at all longer than a chunk is cut inside speech into pieces of even length, each
+cut at the least speech-like frame within CUT_WINDOW_SECONDS around its even place.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .vad import FRAME_SECONDS, SpeechRegion, VadOptions
+from .vad import FRAME_SECONDS, OFFSET_HYSTERESIS, SpeechRegion, VadOptions
 
 # Added around a chunk's speech (its regions are padded already): the model hears a little
 # room before the first word and after the last, as it would in a 30 s window of a recording.
@@ -27,6 +30,9 @@ CHUNK_PAD_SECONDS = 0.2
 CUT_WINDOW_SECONDS = 4.0
 # Plans whose longest chunks differ by less than this are as even as each other: the pauses decide.
 EVEN_ENOUGH_SECONDS = 1.0
+# A pause inside a region is a place to cut when this many frames in a row are below the VAD's
+# offset threshold (about 0.1 s: the gap between two phrases, not the dip inside a word).
+INNER_PAUSE_FRAMES = 3
 
 
 @dataclass(frozen=True)
@@ -48,10 +54,22 @@ def plan_chunks(
     """Chunks in order, not overlapping, inside [0, duration], each at most
     options.max_chunk_seconds long, together holding every region."""
     limit = options.max_chunk_seconds - 2 * CHUNK_PAD_SECONDS
-    pieces = [piece for region in regions for piece in split_long_region(region, probabilities, limit)]
+    quiet = max(options.threshold - OFFSET_HYSTERESIS, 0.01)
+    pieces: list[SpeechRegion] = []
+    pauses: list[float] = []  # pauses[i]: how much of a pause lies between pieces[i - 1] and pieces[i]
+    for region in regions:
+        for index, part in enumerate(split_at_inner_pauses(region, probabilities, quiet)):
+            inner_pause, part = part
+            for piece_index, piece in enumerate(split_long_region(part, probabilities, limit)):
+                if pieces:
+                    if index == 0 and piece_index == 0:
+                        pauses.append(piece.start - pieces[-1].end)
+                    else:  # inside the region: less than any pause between regions
+                        pauses.append(inner_pause - 2 * options.speech_pad_ms / 1000 if piece_index == 0 else -1.0)
+                pieces.append(piece)
     if not pieces:
         return []
-    groups = _fewest_groups(pieces, limit)
+    groups = _fewest_groups(pieces, pauses, limit)
     chunks: list[Chunk] = []
     for index, group in enumerate(groups):
         first, last = group[0], group[-1]
@@ -63,6 +81,30 @@ def plan_chunks(
         end = min(end, duration if next_start is None else (last.end + next_start) / 2)
         chunks.append(Chunk(round(max(start, 0.0), 3), round(min(end, duration), 3), tuple(group)))
     return chunks
+
+
+def split_at_inner_pauses(region: SpeechRegion, probabilities: np.ndarray, quiet: float
+                          ) -> list[tuple[float, SpeechRegion]]:
+    """The region cut in the middle of every run of INNER_PAUSE_FRAMES or more frames below
+    `quiet` inside it, as (seconds of the pause before the part, part); the first part's pause
+    is 0."""
+    first = int(np.ceil(region.start / FRAME_SECONDS))
+    last = min(int(region.end / FRAME_SECONDS), len(probabilities))
+    if last - first <= INNER_PAUSE_FRAMES:
+        return [(0.0, region)]
+    below = np.concatenate(([False], probabilities[first:last] < quiet, [False]))
+    edges = np.flatnonzero(below[1:] != below[:-1])  # run starts and ends, alternating
+    parts: list[tuple[float, SpeechRegion]] = []
+    start, pause = region.start, 0.0
+    for run_start, run_end in zip(edges[::2], edges[1::2]):
+        if run_end - run_start < INNER_PAUSE_FRAMES or run_start == 0 or run_end == last - first:
+            continue  # too short, or the region's own padded edge
+        cut = round(float(first + (run_start + run_end) / 2) * FRAME_SECONDS, 3)
+        if region.start < cut < region.end:
+            parts.append((pause, SpeechRegion(start, cut)))
+            start, pause = cut, float(run_end - run_start) * FRAME_SECONDS
+    parts.append((pause, SpeechRegion(start, region.end)))
+    return parts
 
 
 def split_long_region(region: SpeechRegion, probabilities: np.ndarray, limit: float) -> list[SpeechRegion]:
@@ -91,11 +133,12 @@ def split_long_region(region: SpeechRegion, probabilities: np.ndarray, limit: fl
     return pieces
 
 
-def _fewest_groups(pieces: list[SpeechRegion], limit: float) -> list[list[SpeechRegion]]:
+def _fewest_groups(pieces: list[SpeechRegion], pauses: list[float], limit: float) -> list[list[SpeechRegion]]:
     """Consecutive pieces grouped so that each group spans at most `limit` seconds: fewest
     groups, then the shortest longest group (in whole EVEN_ENOUGH_SECONDS), then the longest
     shortest cut pause, then the most pause at the cuts (a dynamic programme over where each
-    group starts; a group reaches back at most `limit` seconds)."""
+    group starts; a group reaches back at most `limit` seconds). pauses[i - 1] is the pause a
+    cut before pieces[i] is at."""
     count = len(pieces)
     # best[j]: the best plan for pieces[:j] as
     # (groups, longest group in whole units, -shortest cut pause, -total cut pause)
@@ -110,7 +153,7 @@ def _fewest_groups(pieces: list[SpeechRegion], limit: float) -> list[list[Speech
             groups, longest, negative_shortest, negative_total = best[first]
             longest = max(longest, int(span // EVEN_ENOUGH_SECONDS))
             if first:
-                pause = pieces[first].start - pieces[first - 1].end
+                pause = pauses[first - 1]
                 candidate = (groups + 1, longest, max(negative_shortest, -pause), negative_total - pause)
             else:
                 candidate = (1, longest, -float("inf"), 0.0)

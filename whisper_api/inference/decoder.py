@@ -267,7 +267,8 @@ class Sampling:
                 chosen = graphed.step_tokens(forbid_end_of_text, step + 1 < request.min_new_tokens, ahead)
             else:
                 extra = rules.end_of_text_forbidden if forbid_end_of_text else None
-                chosen, state, weights = self.one_step(chosen, position, cache, state, sum_logprobs, extra, heads)
+                chosen, state, weights = self.one_step(chosen, position, cache, state, sum_logprobs, extra, heads,
+                                                       reach=len(request.prefix) + step)
                 if heads:
                     live.record_weights(torch.cat([weights[layer] for layer in heads], dim=1))
             live.record(chosen if isinstance(chosen, np.ndarray) else chosen.cpu().numpy())  # the step's one transfer
@@ -293,12 +294,12 @@ class Sampling:
 
     def one_step(self, chosen: torch.Tensor, position: torch.Tensor, cache: Cache, state: TimestampState,
                  sum_logprobs: torch.Tensor, extra_forbidden: torch.Tensor | None,
-                 heads: dict[int, torch.Tensor] | None = None,
+                 heads: dict[int, torch.Tensor] | None = None, reach: int | None = None,
                  ) -> tuple[torch.Tensor, TimestampState, dict[int, torch.Tensor]]:
         """A step after the first: `chosen` in at `position` (both advanced in place), the next
-        tokens out; `sum_logprobs` accumulates in place."""
+        tokens out; `sum_logprobs` accumulates in place. `reach`: see TextDecoder.step."""
         rules = self.decoder.rules
-        logits, weights = self.decoder.forward.step(chosen, position, cache, heads)
+        logits, weights = self.decoder.forward.step(chosen, position, cache, heads, reach)
         position += 1
         forbidden = rules.forbidden(1, state)
         if extra_forbidden is not None:
@@ -363,7 +364,7 @@ class BeamSearch:
         for step in range(request.max_new_tokens):
             raise_if_cancelled(request.cancellation)
             if step > 0:
-                logits, _ = decoder.forward.step(chosen, position, cache)
+                logits, _ = decoder.forward.step(chosen, position, cache, reach=len(request.prefix) + step)
                 logits = logits.float()
                 position += 1
             logits = logits.masked_fill(rules.forbidden(step, state) if step else opening, NEGATIVE_INFINITY)

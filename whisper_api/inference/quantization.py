@@ -69,6 +69,41 @@ class AlignedVocabularyProjection(FloatProjection):
         return torch.mm(inputs, self.weight_t)[:, : self.rows]
 
 
+class PackedVocabularyProjection(FloatProjection):
+    """The output projection on a CPU in float32, its weight also kept in oneDNN's blocked layout.
+
+    The product of a few rows with the (vocabulary x width) matrix is where the BLAS's small-row
+    kernel is worst: it repacks the whole matrix at every call (Whisper base at 8 rows: 7.5 ms a
+    step against 3.7 ms prepacked on two cores, at 16 rows 15 ms against 7). One row keeps the
+    plain product, a matrix-vector kernel that reads the weight once and is faster still. The
+    packed copy costs the projection's size again (106 MB for base, 265 MB for large-v3)."""
+
+    PACKED_FOR_ROWS = 8  # oneDNN's layout for this many rows serves 2 to 16 rows alike (measured)
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__(weight, None)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, self.PACKED_FOR_ROWS)
+
+    @classmethod
+    def made_for(cls, weight: torch.Tensor) -> "Projection":
+        """The packed projection where this torch has oneDNN's prepacked product and it agrees
+        with the plain one; else the plain one."""
+        if not (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()):
+            return FloatProjection(weight, None)
+        try:
+            packed = cls(weight)
+            probe = torch.linspace(-1.0, 1.0, 2 * weight.shape[1]).view(2, -1)
+            agrees = torch.allclose(packed(probe), torch.mm(probe, weight.t()), rtol=1e-4, atol=1e-4)
+        except (RuntimeError, AttributeError):  # no such operator, or not for float32, in this torch
+            return FloatProjection(weight, None)
+        return packed if agrees else FloatProjection(weight, None)
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.dim() == 2 and inputs.shape[0] > 1:
+            return torch.ops.mkldnn._linear_pointwise(inputs, self.packed, None, "none", [], "")
+        return super().__call__(inputs)
+
+
 class Int8Projection:
     """The same product with int8 weights (per output channel) and activations quantized per call."""
 
@@ -93,18 +128,22 @@ class Int8Projection:
         return torch.ops.quantized.linear_dynamic(inputs, self.packed, REDUCE_RANGE).add_(residual)
 
 
-Projection = FloatProjection | AlignedVocabularyProjection | Int8Projection
+Projection = FloatProjection | AlignedVocabularyProjection | PackedVocabularyProjection | Int8Projection
 
 # Where a module's int8 weights are kept once quantized (see quantize_model).
 INT8_ATTRIBUTE = "int8_projection"
 
 
 def vocabulary_projection(model) -> Projection:
-    """The output (vocabulary) projection: aligned on CUDA, int8 once quantized, else float."""
+    """The output (vocabulary) projection: aligned on CUDA, prepacked on a CPU in float32, int8
+    once quantized, else float."""
     linear = model.proj_out
-    if getattr(linear, INT8_ATTRIBUTE, None) is None and linear.weight.device.type == "cuda" \
-            and linear.weight.shape[0] % AlignedVocabularyProjection.MULTIPLE:
+    if getattr(linear, INT8_ATTRIBUTE, None) is not None:
+        return projection(linear)
+    if linear.weight.device.type == "cuda" and linear.weight.shape[0] % AlignedVocabularyProjection.MULTIPLE:
         return AlignedVocabularyProjection(linear)
+    if linear.weight.device.type == "cpu" and linear.bias is None:
+        return PackedVocabularyProjection.made_for(linear.weight.data)
     return projection(linear)
 
 
