@@ -216,8 +216,18 @@ def test_the_first_sentence_after_a_40_second_silence_is_found(clips, transcript
 @pytest.mark.parametrize(("chunks", "batch_size", "sizes"), [
     (20, 8, [1, 8, 8, 3]), (9, 8, [1, 8]), (8, 8, [8]), (3, 8, [3]), (0, 8, []), (5, 1, [1, 1, 1, 1, 1]),
 ])
-def test_a_long_job_decodes_one_chunk_first_then_whole_batches(chunks, batch_size, sizes):
-    """Its first text comes after one chunk's decoding, streamed or not (so both say the same)."""
-    batches = VadStrategy(None, batch_size).batches(list(range(chunks)))
+def test_a_long_streamed_job_decodes_one_chunk_first_then_whole_batches(chunks, batch_size, sizes):
+    """Its first text comes after one chunk's decoding."""
+    batches = VadStrategy(None, batch_size).batches(list(range(chunks)), streamed=True)
+    assert [len(batch) for batch in batches] == sizes
+    assert [chunk for batch in batches for chunk in batch] == list(range(chunks))
+
+
+@pytest.mark.parametrize(("chunks", "batch_size", "sizes"), [
+    (20, 8, [8, 8, 4]), (9, 8, [8, 1]), (8, 8, [8]), (0, 8, []), (3, 1, [1, 1, 1]),
+])
+def test_a_job_nobody_streams_decodes_whole_batches_from_the_start(chunks, batch_size, sizes):
+    """No one waits for its first text, so its first chunk does not decode alone."""
+    batches = VadStrategy(None, batch_size).batches(list(range(chunks)), streamed=False)
     assert [len(batch) for batch in batches] == sizes
     assert [chunk for batch in batches for chunk in batch] == list(range(chunks))
