@@ -138,3 +138,39 @@ def test_a_monologue_is_cut_between_words_not_at_the_limit(detector):
     assert len(chunks) == 2
     cut = chunks[0].end
     assert any(a.end - 0.05 <= cut <= b.start + 0.05 for a, b in zip(clip.sentences, clip.sentences[1:]))
+
+
+def test_short_pauses_inside_regions_let_chunks_fill_their_windows():
+    """Three 30 s regions of read speech whose phrases are 0.3 s apart (too short to end a VAD
+    region): cut only at the regions' edges or evenly inside them they need six windows; cut at
+    their inner pauses, four, each cut inside a pause."""
+    spans = [(0.0, 30.0), (31.0, 61.0), (62.0, 92.0)]
+    duration = 93.0
+    probabilities = probabilities_for(duration)
+    pauses = []
+    for start, end in spans:
+        for sentence_end in np.arange(start + 2.2, end - 1.0, 2.5):
+            first, last = round(sentence_end / FRAME_SECONDS), round((sentence_end + 0.3) / FRAME_SECONDS)
+            probabilities[first:last] = 0.05
+            pauses.append((sentence_end, sentence_end + 0.3))
+    for start, end in zip([end for _, end in spans], [start for start, _ in spans[1:]]):
+        probabilities[round(start / FRAME_SECONDS) : round(end / FRAME_SECONDS)] = 0.0
+    speech = regions(*spans)
+    chunks = plan_chunks(speech, probabilities, duration, OPTIONS)
+    assert len(chunks) == 4
+    assert_well_formed(chunks, speech, duration, OPTIONS.max_chunk_seconds)
+    for left in chunks[:-1]:
+        in_a_pause = any(start - 0.05 <= left.end <= end + 0.05 for start, end in pauses)
+        between_regions = any(a_end <= left.end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+        assert in_a_pause or between_regions, left.end
+
+
+def test_a_quiet_frame_or_two_inside_a_word_is_no_place_to_cut():
+    probabilities = probabilities_for(40.0)
+    probabilities[round(14.0 / FRAME_SECONDS)] = 0.0  # one frame: a dip inside a word
+    probabilities[round(20.0 / FRAME_SECONDS) : round(20.0 / FRAME_SECONDS) + 2] = 0.0
+    speech = regions((0.0, 40.0))
+    chunks = plan_chunks(speech, probabilities, 40.0, OPTIONS)
+    assert len(chunks) == 2
+    # the even split's quietest frame: the two-frame dip at 20 s, not a cut of its own at 14 s
+    assert chunks[0].end == pytest.approx(20.0 + FRAME_SECONDS / 2, abs=0.05)

@@ -160,3 +160,23 @@ def test_eager_attention_gives_the_same_tokens_as_sdpa(engine, chunks):
     for ours, theirs in zip(plain, fused):
         assert ours.tokens == theirs.tokens
         assert np.allclose(ours.token_spans, theirs.token_spans, atol=0.021)
+
+
+def test_a_step_reading_only_the_written_positions_gives_the_whole_cache_logits(engine, chunks):
+    """Cache.attended: the self-attention of a step reads the positions written so far (in blocks),
+    not the whole preallocated cache, and gives the same logits as reading it all."""
+    forward, tokens = engine.decoder.forward, engine.model.tokens
+    encoded = chunks["encoded"]
+    start = prefix(engine)
+    with torch.no_grad():
+        logits = {}
+        for reach in (None, len(start) + 1):
+            cache = forward.new_cache(encoded, 448)
+            forward.prefill(torch.tensor([list(start)] * 2), cache)
+            step_tokens = torch.tensor([tokens.timestamp_begin] * 2)
+            logits[reach], _ = forward.step(step_tokens, torch.tensor([len(start)]), cache, reach=reach)
+            if reach is not None:
+                keys, _, visible = cache.attended(reach)
+                assert keys[0].shape[2] < 448 and visible.shape[-1] == keys[0].shape[2]
+    assert torch.allclose(logits[None], logits[len(start) + 1], atol=1e-4)
+    assert torch.equal(logits[None].argmax(-1), logits[len(start) + 1].argmax(-1))
