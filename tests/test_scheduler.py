@@ -19,7 +19,7 @@ from tests.support.speech import JAPANESE_SENTENCES, MEETING_SENTENCES, concaten
 from whisper_api import create_app
 from whisper_api.engine import Engine
 from whisper_api.inference.batching import DecodingGroup
-from whisper_api.inference.decoder import Decoder
+from whisper_api.inference.decoder import Decoder, DecodingRequest
 from whisper_api.inference.fallback import FallbackDecoder, QualityOptions
 from whisper_api.inference.clip import ClipDecoding
 from whisper_api.inference.long_form import VadStrategy
@@ -125,6 +125,49 @@ def test_whole_calls_take_rows_of_every_job_and_each_gets_its_solo_transcript(sh
     assert together == alone
     assert sum(count for jobs, count in scheduler.steps_by_jobs.items() if jobs > 1) > shared_calls, \
         "no call held rows of two jobs"
+
+
+def test_a_request_arriving_a_moment_after_another_joins_its_whole_call(shared, clips, monkeypatch):
+    """CUDA's whole calls take rows between calls only: a burst of requests split over two calls
+    (the first started before the last thread handed in its audio) costs a whole call. A call
+    short of a full batch waits while requests are still arriving, so the second request's rows,
+    handed in a moment after the first's, decode in the same call."""
+    from whisper_api import scheduler as scheduling
+
+    scheduler = shared.scheduler
+    monkeypatch.setattr(scheduler, "whole_calls", True)
+    # a margin for a loaded test machine: the second request hands in its rows 10 ms after it
+    # came, well inside the quiet time asked for
+    monkeypatch.setattr(scheduling, "GATHER_QUIET_SECONDS", 0.05)
+    monkeypatch.setattr(scheduling, "GATHER_LIMIT_SECONDS", 1.0)
+    model, tokens = shared.model, shared.model.tokens
+    with torch.no_grad():
+        encoded = model.encode(model.log_mel([clips[0], clips[1]]))
+    request = DecodingRequest((tokens.start_of_transcript, tokens.languages["ja"], tokens.transcribe))
+    second_came = threading.Event()
+    results: dict[str, list] = {}
+
+    def first() -> None:
+        second_came.wait(10)
+        with scheduler.job("first"):
+            results["first"] = scheduler.decode(encoded[0:1], request, [3000])
+
+    def second() -> None:
+        with scheduler.job("second"):
+            second_came.set()
+            time.sleep(0.01)
+            results["second"] = scheduler.decode(encoded[1:2], request, [3000])
+
+    calls_before = dict(scheduler.rows_per_step)
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    new_calls = {rows: count - calls_before.get(rows, 0) for rows, count in scheduler.rows_per_step.items()
+                 if count != calls_before.get(rows, 0)}
+    assert set(results) == {"first", "second"}
+    assert list(new_calls) == [2], new_calls  # one call of both rows, no call of one
 
 
 def test_sampled_rows_are_the_same_whatever_shares_their_batch(shared, clips):
