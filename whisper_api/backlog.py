@@ -2,7 +2,10 @@
 seconds of work per audio second (recent jobs weighted most). Retry-After comes from here.
 
 A job's cost grows with its audio, so the estimate counts audio, not jobs: after one long file a
-burst of short clips is not priced like long files, and an empty queue advertises no wait.
+burst of short clips is not priced like long files, and an empty queue advertises no wait. The
+audio is counted in whole 30 s windows, as the model encodes it: a 12 s clip costs a window, as
+do 30 s of a long file, and once long files decode in full batches (a 10-minute lecture in 21
+windows) a short clip counted by its seconds was priced at half its time.
 """
 
 from __future__ import annotations
@@ -20,8 +23,14 @@ INITIAL_SECONDS_PER_AUDIO_SECOND = 0.3
 # Each finished job's share of the rate: the last few jobs decide it (0.5: the previous job
 # weighs half as much as the last one, the one before a quarter).
 RECENT_WEIGHT = 0.5
-# A job has fixed costs (speech detection, the first batch) however short its audio.
-MIN_JOB_AUDIO_SECONDS = 2.0
+# Audio is priced in windows of this many seconds: Whisper encodes every chunk as a full 30 s
+# window however little speech it holds, and a job has fixed costs however short its audio.
+WINDOW_SECONDS = 30.0
+
+
+def priced_audio_seconds(audio_seconds: float) -> float:
+    """The audio as the model works through it: whole windows, at least one."""
+    return max(1, math.ceil(audio_seconds / WINDOW_SECONDS - 1e-9)) * WINDOW_SECONDS
 
 
 @dataclass(eq=False)  # each entry is its own job, however alike two jobs are
@@ -40,8 +49,8 @@ class Backlog:
         self._lock = threading.Lock()
         self._entries: list[BacklogEntry] = []
         # the rate as a ratio of decaying sums: long jobs count by their audio, old jobs fade
-        self._work_seconds = seconds_per_audio_second * MIN_JOB_AUDIO_SECONDS
-        self._audio_seconds = MIN_JOB_AUDIO_SECONDS
+        self._work_seconds = seconds_per_audio_second * WINDOW_SECONDS
+        self._audio_seconds = WINDOW_SECONDS
         self.jobs_measured = 0
 
     @property
@@ -53,7 +62,7 @@ class Backlog:
     def job(self, audio_seconds: float) -> Iterator[BacklogEntry]:
         """Count the job's audio while it waits and runs; a job that finishes normally (it started
         and raised nothing) updates the rate with its time on the model."""
-        entry = BacklogEntry(max(audio_seconds, MIN_JOB_AUDIO_SECONDS))
+        entry = BacklogEntry(priced_audio_seconds(audio_seconds))
         with self._lock:
             self._entries.append(entry)
         completed = False
