@@ -295,6 +295,7 @@ class Scheduler:
             candidates = [job for job in self._jobs if job.error is None
                           and (job.calls or job.encodes or job.waiting or live.get(id(job)))]
             if not candidates:
+                self._gathering_since = None
                 self._condition.wait(POLL_SECONDS)
                 return
             job = min(candidates, key=lambda candidate: (candidate.service, candidate.model_seconds))
