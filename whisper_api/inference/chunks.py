@@ -55,17 +55,23 @@ def plan_chunks(
     options.max_chunk_seconds long, together holding every region."""
     limit = options.max_chunk_seconds - 2 * CHUNK_PAD_SECONDS
     quiet = max(options.threshold - OFFSET_HYSTERESIS, 0.01)
+    # A cut's pause is measured as between regions: the silence less both regions' padding. An
+    # inner pause is shorter than min_silence_ms, so it ranks below every pause between regions,
+    # and a cut inside speech (no silence at all) below every inner pause.
+    padding = 2 * options.speech_pad_ms / 1000
     pieces: list[SpeechRegion] = []
-    pauses: list[float] = []  # pauses[i]: how much of a pause lies between pieces[i - 1] and pieces[i]
+    pauses: list[float] = []  # pauses[i - 1]: the pause between pieces[i - 1] and pieces[i]
     for region in regions:
-        for index, part in enumerate(split_at_inner_pauses(region, probabilities, quiet)):
-            inner_pause, part = part
+        for part_index, (inner_pause, part) in enumerate(split_at_inner_pauses(region, probabilities, quiet)):
             for piece_index, piece in enumerate(split_long_region(part, probabilities, limit)):
-                if pieces:
-                    if index == 0 and piece_index == 0:
-                        pauses.append(piece.start - pieces[-1].end)
-                    else:  # inside the region: less than any pause between regions
-                        pauses.append(inner_pause - 2 * options.speech_pad_ms / 1000 if piece_index == 0 else -1.0)
+                if not pieces:  # the first piece: no cut before it
+                    pass
+                elif piece_index:
+                    pauses.append(-padding)
+                elif part_index:
+                    pauses.append(inner_pause - padding)
+                else:
+                    pauses.append(piece.start - pieces[-1].end)
                 pieces.append(piece)
     if not pieces:
         return []

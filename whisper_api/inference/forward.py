@@ -66,6 +66,22 @@ ATTENDED_BLOCK = 32
 
 
 @dataclass
+class AttendedWindow:
+    """Views of a cache's first `span` positions, and the tensors they are views of: once the
+    cache holds other tensors (rows left, joined or reordered), the views are stale."""
+
+    span: int
+    of_keys: list[torch.Tensor]
+    of_visible: torch.Tensor
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    visible: torch.Tensor
+
+    def made_of(self, span: int, keys: list[torch.Tensor], visible: torch.Tensor) -> bool:
+        return span == self.span and keys is self.of_keys and visible is self.of_visible
+
+
+@dataclass
 class Cache:
     """Per layer: self-attention keys and values (rows, 2 * heads, positions, head width),
     preallocated, keys in the first half of the heads, values in the second, so that one copy
@@ -83,8 +99,8 @@ class Cache:
     # views of self_keys_values, made once
     self_keys: list[torch.Tensor] = field(init=False)
     self_values: list[torch.Tensor] = field(init=False)
-    # (span, keys, values, visibility): views of the first `span` positions (see `attended`)
-    _window: tuple[int, list[torch.Tensor], list[torch.Tensor], torch.Tensor] | None = field(init=False, default=None)
+    # views of the first positions (see `attended`), with what they were made from
+    _window: "AttendedWindow | None" = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._split_self()
@@ -93,7 +109,6 @@ class Cache:
         heads = self.self_keys_values[0].shape[1] // 2
         self.self_keys = [both[:, :heads] for both in self.self_keys_values]
         self.self_values = [both[:, heads:] for both in self.self_keys_values]
-        self._window = None
 
     def attended(self, reach: int | None) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """The self-attention's keys, values and visibility a step reads: all positions, or with
@@ -104,10 +119,12 @@ class Cache:
         if reach is None or reach >= positions:
             return self.self_keys, self.self_values, self.visible
         span = min(-(-reach // ATTENDED_BLOCK) * ATTENDED_BLOCK, positions)
-        if self._window is None or self._window[0] != span:
-            self._window = (span, [keys[:, :, :span] for keys in self.self_keys],
-                            [values[:, :, :span] for values in self.self_values], self.visible[..., :span])
-        return self._window[1:]
+        window = self._window
+        if window is None or not window.made_of(span, self.self_keys, self.visible):
+            window = self._window = AttendedWindow(
+                span, self.self_keys, self.visible, [keys[:, :, :span] for keys in self.self_keys],
+                [values[:, :, :span] for values in self.self_values], self.visible[..., :span])
+        return window.keys, window.values, window.visible
 
     @property
     def rows(self) -> int:
@@ -118,7 +135,6 @@ class Cache:
         (the scheduler's batches, where rows join while others decode)."""
         if self.visible.shape[0] != self.rows:
             self.visible = self.visible.expand(self.rows, -1, -1, -1).contiguous()
-            self._window = None
 
     def taken(self, rows: torch.Tensor) -> "Cache":
         """A new cache holding `rows` of this one (visibility per row)."""
@@ -165,7 +181,6 @@ class Cache:
         self._split_self()
         if self.visible.shape[0] > 1:
             self.visible = self.visible.index_select(0, rows)
-            self._window = None
         if not same_chunks:
             self.alignment_keys.clear()
         if rows.shape[0] != self.buffers.qkv.shape[0]:
