@@ -12,7 +12,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from tests.support.speech import MEETING_SENTENCES, character_error_rate, concatenate, japanese_speech
 from whisper_api.inference.decoder import Decoder, DecodingRequest
-from whisper_api.inference.forward import TextDecoder
+from whisper_api.inference.forward import Cache, TextDecoder
 from whisper_api.inference.model import SAMPLE_RATE, WINDOW_FRAMES
 
 WORD_TIME_TOLERANCE_SECONDS = 0.1
@@ -180,3 +180,40 @@ def test_a_step_reading_only_the_written_positions_gives_the_whole_cache_logits(
                 assert keys[0].shape[2] < 448 and visible.shape[-1] == keys[0].shape[2]
     assert torch.allclose(logits[None], logits[len(start) + 1], atol=1e-4)
     assert torch.equal(logits[None].argmax(-1), logits[len(start) + 1].argmax(-1))
+
+
+def test_rows_join_and_leave_a_batch_cache_in_place_and_decode_as_before(engine, chunks):
+    """Cache.joined / keep_rows (the scheduler's batches): joining rows are written into the
+    batch's free slots and leaving rows make the rows behind them move down, in the same tensors;
+    every row then steps to the logits it gets in a cache of its own."""
+    forward, tokens = engine.decoder.forward, engine.model.tokens
+    long_chunk, short_chunk = chunks["encoded"][:1], chunks["encoded"][1:]
+    start = prefix(engine)
+
+    def cache_of(encoded: torch.Tensor, text: list[int]):
+        cache = forward.new_cache(encoded, 448)
+        forward.prefill(torch.tensor([list(start) + text] * encoded.shape[0]), cache)
+        cache.per_row_visibility()
+        return cache
+
+    def step(cache, positions: list[int]) -> torch.Tensor:
+        rows = len(positions)
+        position = torch.tensor(positions if len(set(positions)) > 1 else positions[:1])
+        logits, _ = forward.step(torch.tensor([tokens.timestamp_begin] * rows), position, cache,
+                                 reach=max(positions) + 1)
+        return logits
+
+    texts = [[], [tokens.timestamp_begin], [tokens.timestamp_begin, 1], []]  # rows at three positions
+    encoded = [long_chunk, short_chunk, long_chunk, short_chunk]
+    with torch.no_grad():
+        alone = [step(cache_of(chunk, text), [len(start) + len(text)])[0] for chunk, text in zip(encoded, texts)]
+        batch = Cache.joined([cache_of(chunk, text) for chunk, text in zip(encoded[:3], texts[:3])])
+        storage = batch.cross_keys[0].data_ptr()
+        batch.keep_rows([0, 2])  # row 1 leaves: row 2 moves down
+        assert batch.rows == 2 and batch.cross_keys[0].data_ptr() == storage
+        joined = Cache.joined([batch, cache_of(encoded[3], texts[3])])  # into the slot row 1 left
+        assert joined is batch and batch.rows == 3 and batch.cross_keys[0].data_ptr() == storage
+        together = step(batch, [len(start) + len(texts[index]) for index in (0, 2, 3)])
+    for row, index in enumerate((0, 2, 3)):
+        assert torch.allclose(together[row], alone[index], atol=1e-4)
+        assert together[row].argmax() == alone[index].argmax()

@@ -88,6 +88,14 @@ class Rows:
                     self.sum_logprobs.index_select(0, rows), self.chosen.index_select(0, rows),
                     [self.positions[index] for index in indices])
 
+    def kept(self, indices: list[int]) -> "Rows":
+        """Rows `indices` (ascending) only, the cache's kept in place (Cache.keep_rows)."""
+        rows = torch.tensor(indices, device=self.chosen.device)
+        self.cache.keep_rows(indices)
+        return Rows([self.works[index] for index in indices], self.cache, self.state.select(rows),
+                    self.sum_logprobs.index_select(0, rows), self.chosen.index_select(0, rows),
+                    [self.positions[index] for index in indices])
+
     @classmethod
     def joined(cls, parts: list["Rows"]) -> "Rows":
         if len(parts) == 1:
@@ -153,7 +161,7 @@ class DecodingGroup:
             return
         if len(indices) == len(self.batch.works):
             return
-        self.batch = self.batch.taken(indices) if indices else None
+        self.batch = self.batch.kept(indices) if indices else None
         self._position = None
 
     def compact(self, force: bool = False) -> bool:

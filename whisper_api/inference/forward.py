@@ -82,6 +82,21 @@ class AttendedWindow:
 
 
 @dataclass
+class RowSlots:
+    """Whole tensors with room for `capacity` rows, whose first rows a batch's cache views. Rows
+    join into the free slots behind the rows there and leave by the rows behind them moving
+    down: the rows that stay are not copied, and no memory is taken anew (copying a batch's
+    caches whole at every join and leave took 1.3 s of a 10-minute lecture on two cores, and
+    for models of Whisper small's width and up each copy was fresh memory faulted in)."""
+
+    tensors: list[torch.Tensor]  # per-row tensors, in Cache.row_tensors() order
+
+    @property
+    def capacity(self) -> int:
+        return self.tensors[0].shape[0]
+
+
+@dataclass
 class Cache:
     """Per layer: self-attention keys and values (rows, 2 * heads, positions, head width),
     preallocated, keys in the first half of the heads, values in the second, so that one copy
@@ -101,6 +116,8 @@ class Cache:
     self_values: list[torch.Tensor] = field(init=False)
     # views of the first positions (see `attended`), with what they were made from
     _window: "AttendedWindow | None" = field(init=False, default=None)
+    # where rows join and leave in place (the scheduler's batches: `appended`, `keep_rows`)
+    _slots: RowSlots | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._split_self()
@@ -148,22 +165,77 @@ class Cache:
             buffers=StepBuffers.allocate(rows.shape[0], heads, head_width, self.buffers.qkv),
         )
 
+    def row_tensors(self) -> list[torch.Tensor]:
+        """Every tensor with a row per cache row (the visibility made per row first)."""
+        self.per_row_visibility()
+        return [*self.self_keys_values, *self.cross_keys, *self.cross_values, self.visible]
+
+    def _view_slots(self, rows: int) -> None:
+        """The cache's tensors become the first `rows` rows of its slots."""
+        layers = len(self.self_keys_values)
+        views = [tensor[:rows] for tensor in self._slots.tensors]
+        self.self_keys_values = views[:layers]
+        self.cross_keys = views[layers : 2 * layers]
+        self.cross_values = views[2 * layers : 3 * layers]
+        self.visible = views[-1]
+        self._split_self()
+        self.alignment_keys.clear()
+        if rows != self.buffers.qkv.shape[0]:
+            _, heads, _, head_width = self.buffers.query.shape
+            self.buffers = StepBuffers.allocate(rows, heads, head_width, self.buffers.qkv)
+
+    def _own_slots(self) -> RowSlots:
+        """Slots of the cache's own tensors (as many as its rows) if it has none yet."""
+        if self._slots is None:
+            self._slots = RowSlots(self.row_tensors())
+            self._view_slots(self.rows)
+        return self._slots
+
+    def appended(self, parts: list["Cache"]) -> bool:
+        """The parts' rows written after this cache's rows, in place, if its slots have room."""
+        slots = self._own_slots()
+        start = self.rows
+        if start + sum(part.rows for part in parts) > slots.capacity:
+            return False
+        for part in parts:
+            end = start + part.rows
+            for whole, source in zip(slots.tensors, part.row_tensors()):
+                whole[start:end].copy_(source)
+            start = end
+        self._view_slots(start)
+        return True
+
+    def keep_rows(self, indices: list[int]) -> None:
+        """Keep rows `indices` (ascending) in place: each moves down to the next slot, so only the
+        rows behind a leaving one are copied; the slots keep their room for rows that join."""
+        assert all(a < b for a, b in zip(indices, indices[1:])), "rows are kept in their order"
+        slots = self._own_slots()
+        for destination, source in enumerate(indices):
+            if source != destination:  # source > destination: never a row still to be moved
+                for whole in slots.tensors:
+                    whole[destination].copy_(whole[source])
+        self._view_slots(len(indices))
+
     @classmethod
     def joined(cls, caches: list["Cache"]) -> "Cache":
-        """The rows of several caches (same model, same number of positions) as one."""
+        """The rows of several caches (same model, same number of positions) as one: in the
+        first one's slots where they have room, else in new slots as large as all of them."""
         if len(caches) == 1:
             return caches[0]
-        for cache in caches:
-            cache.per_row_visibility()
-        _, heads, _, head_width = caches[0].buffers.query.shape
-        layers = range(len(caches[0].self_keys_values))
-        return cls(
-            self_keys_values=[torch.cat([cache.self_keys_values[layer] for cache in caches]) for layer in layers],
-            cross_keys=[torch.cat([cache.cross_keys[layer] for cache in caches]) for layer in layers],
-            cross_values=[torch.cat([cache.cross_values[layer] for cache in caches]) for layer in layers],
-            visible=torch.cat([cache.visible for cache in caches]),
-            buffers=StepBuffers.allocate(sum(cache.rows for cache in caches), heads, head_width, caches[0].buffers.qkv),
+        first = caches[0]
+        if first.appended(caches[1:]):
+            return first
+        _, heads, _, head_width = first.buffers.query.shape
+        parts = [cache.row_tensors() for cache in caches]
+        whole = [torch.cat(tensors) for tensors in zip(*parts)]
+        layers = len(first.self_keys_values)
+        cache = cls(
+            self_keys_values=whole[:layers], cross_keys=whole[layers : 2 * layers],
+            cross_values=whole[2 * layers : 3 * layers], visible=whole[-1],
+            buffers=StepBuffers.allocate(whole[0].shape[0], heads, head_width, first.buffers.qkv),
         )
+        cache._slots = RowSlots(whole)
+        return cache
 
     def select(self, rows: torch.Tensor, same_chunks: bool = False) -> None:
         """Keep `rows` in place of the cache's rows (finished rows leave the batch). Beam search
@@ -174,6 +246,7 @@ class Cache:
             for tensor in self.self_keys_values:
                 tensor.copy_(tensor.index_select(0, rows))
             return
+        self._slots = None  # new tensors from here on
         kept = (self.self_keys_values,) if same_chunks else (self.self_keys_values, self.cross_keys, self.cross_values)
         for tensors in kept:
             for index, tensor in enumerate(tensors):
