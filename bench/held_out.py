@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.support.long_clips import LONG_PAUSE_SECONDS, LongFormClip, NonSpeech, Sentence, audible
+from tests.support.long_clips import ClipBuilder, LongFormClip, NonSpeech, Sentence, audible
 from tests.support.speech import SAMPLE_RATE
 
 CACHE = Path.home() / ".cache" / "whisper-api" / "bench-clips"
@@ -107,33 +107,11 @@ def _kokoro(text: str, voice: str, speed: float) -> np.ndarray:
     return audible(librosa.resample(np.asarray(audio, np.float32), orig_sr=rate, target_sr=SAMPLE_RATE))
 
 
-class _Builder:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.parts: list[np.ndarray] = []
-        self.sentences: list[Sentence] = []
-        self.non_speech: list[NonSpeech] = []
-        self.samples = 0
+class _Builder(ClipBuilder):
+    """Clips of Kokoro's voices (the tests' clips are pyopenjtalk's)."""
 
-    def _append(self, samples: np.ndarray) -> tuple[float, float]:
-        start = self.samples / SAMPLE_RATE
-        self.parts.append(samples.astype(np.float32))
-        self.samples += len(samples)
-        return start, self.samples / SAMPLE_RATE
-
-    def say(self, text: str, voice: str, speed: float = 1.0) -> "_Builder":
-        start, end = self._append(_kokoro(text, voice, speed))
-        self.sentences.append(Sentence(text, start, end))
-        return self
-
-    def pause(self, seconds: float) -> "_Builder":
-        start, end = self._append(np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32))
-        if seconds >= LONG_PAUSE_SECONDS:
-            self.non_speech.append(NonSpeech("pause", start, end))
-        return self
-
-    def build(self) -> LongFormClip:
-        return LongFormClip(self.name, np.concatenate(self.parts), tuple(self.sentences), tuple(self.non_speech))
+    def say(self, text: str, voice: str, speed: float = 1.0) -> "_Builder":  # type: ignore[override]
+        return self.sentence(text, _kokoro(text, voice, speed))
 
 
 def five_voices() -> LongFormClip:

@@ -112,7 +112,7 @@ def tones(seconds: float, dbfs: float = TONES_DBFS) -> np.ndarray:
     return (melody_samples / peak * 10 ** (dbfs / 20)).astype(np.float32)
 
 
-class _ClipBuilder:
+class ClipBuilder:
     def __init__(self, name: str) -> None:
         self.name = name
         self.parts: list[np.ndarray] = []
@@ -130,20 +130,23 @@ class _ClipBuilder:
         self.samples += len(samples)
         return start, self.now
 
-    def say(self, text: str, voice: Voice = DEFAULT_VOICE, fraction: float = 1.0) -> "_ClipBuilder":
-        speech = audible(japanese_speech(text, voice))
-        speech = speech[: round(len(speech) * fraction)]
+    def sentence(self, text: str, speech: np.ndarray, complete: bool = True) -> "ClipBuilder":
+        """`speech` saying `text`, a sentence the clip's scoring looks for."""
         start, end = self._append(speech)
-        self.sentences.append(Sentence(text, start, end, complete=fraction >= 1.0))
+        self.sentences.append(Sentence(text, start, end, complete=complete))
         return self
 
-    def pause(self, seconds: float) -> "_ClipBuilder":
+    def say(self, text: str, voice: Voice = DEFAULT_VOICE, fraction: float = 1.0) -> "ClipBuilder":
+        speech = audible(japanese_speech(text, voice))
+        return self.sentence(text, speech[: round(len(speech) * fraction)], complete=fraction >= 1.0)
+
+    def pause(self, seconds: float) -> "ClipBuilder":
         start, end = self._append(np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32))
         if seconds >= LONG_PAUSE_SECONDS:
             self.non_speech.append(NonSpeech("pause", start, end))
         return self
 
-    def gap(self, kind: NonSpeechKind, samples: np.ndarray) -> "_ClipBuilder":
+    def gap(self, kind: NonSpeechKind, samples: np.ndarray) -> "ClipBuilder":
         start, end = self._append(samples)
         self.non_speech.append(NonSpeech(kind, start, end))
         return self
@@ -155,7 +158,7 @@ class _ClipBuilder:
 def two_voice_dialog() -> LongFormClip:
     """Two speakers take turns through ten sentences, pauses from 0.3 to 3 s: about 40 s."""
     pauses = (0.3, 1.2, 0.5, 2.0, 0.8, 3.0, 0.4, 1.6, 2.5)
-    builder = _ClipBuilder("two_voice_dialog").pause(0.5)
+    builder = ClipBuilder("two_voice_dialog").pause(0.5)
     for index, text in enumerate(DIALOG_SENTENCES):
         builder.say(text, SECOND_VOICE if index % 2 else DEFAULT_VOICE)
         builder.pause(pauses[index] if index < len(pauses) else 0.5)
@@ -166,7 +169,7 @@ def silence_noise_and_tones() -> LongFormClip:
     """Speech, 40 s of silence, speech, 8 s of quiet noise, speech, 10 s of chimes, speech:
     about 85 s."""
     texts = LECTURE_SENTENCES[:8]
-    builder = _ClipBuilder("silence_noise_and_tones").pause(0.5)
+    builder = ClipBuilder("silence_noise_and_tones").pause(0.5)
     builder.say(texts[0]).pause(0.8).say(texts[1]).gap("silence", np.zeros(40 * SAMPLE_RATE, np.float32))
     builder.say(texts[2]).pause(0.8).say(texts[3]).gap("noise", noise(8.0))
     builder.say(texts[4], SECOND_VOICE).pause(0.8).say(texts[5], SECOND_VOICE).gap("tones", tones(10.0))
@@ -178,7 +181,7 @@ def long_monologue() -> LongFormClip:
     """One speaker, twelve sentences, no pause longer than 0.3 s: about 45 s with nowhere
     silent to cut, so a chunk must be cut inside speech."""
     generator = np.random.default_rng(1)
-    builder = _ClipBuilder("long_monologue").pause(0.3)
+    builder = ClipBuilder("long_monologue").pause(0.3)
     for text in LECTURE_SENTENCES:
         builder.say(text).pause(float(generator.uniform(0.1, 0.3)))
     return builder.build()
@@ -188,7 +191,7 @@ def repeated_sentences() -> LongFormClip:
     """Three announcements said four times over, 1.5 to 2 s apart: about 60 s. Conditioning on
     the previous text tempts a decoder to repeat the sentence it just wrote."""
     generator = np.random.default_rng(2)
-    builder = _ClipBuilder("repeated_sentences").pause(0.5)
+    builder = ClipBuilder("repeated_sentences").pause(0.5)
     for _ in range(4):
         for text in ANNOUNCEMENT_SENTENCES:
             builder.say(text).pause(float(generator.uniform(1.5, 2.0)))
@@ -197,7 +200,7 @@ def repeated_sentences() -> LongFormClip:
 
 def late_start_cut_off() -> LongFormClip:
     """5 s of silence, four sentences, and a fifth cut off halfway: the clip ends mid-speech."""
-    builder = _ClipBuilder("late_start_cut_off").gap("silence", np.zeros(5 * SAMPLE_RATE, np.float32))
+    builder = ClipBuilder("late_start_cut_off").gap("silence", np.zeros(5 * SAMPLE_RATE, np.float32))
     for text in MEETING_SENTENCES[5], MEETING_SENTENCES[13], MEETING_SENTENCES[16], MEETING_SENTENCES[21]:
         builder.say(text).pause(0.8)
     builder.say(LECTURE_SENTENCES[8], fraction=0.5)
