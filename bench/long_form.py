@@ -5,10 +5,12 @@ tests/support/long_form_scoring.py: the test clips (tests/support/long_clips.py,
 tuned`) and material nothing was tuned on (bench/held_out.py, `--material held-out`). Every
 clip's time is divided by BatchedInferencePipeline's and by faster-whisper sequential's
 (the peer for short clips), measured in the same run; clips of 15 s or less are timed as the
-median of `--short-repeats` runs.
+median of `--short-repeats` runs. On a noisy machine (the project's 2-core ones: one run's ratio
+moves by up to 15%), `--rounds N` runs everything N times, ours first in every other round, and
+reports median times with every round's ratios.
 
     python -m bench.long_form [--dtype float32|int8] [--material tuned|held-out|all] [--clips NAME ...]
-        [--model DIR] [--peer-model DIR] [--output FILE]
+        [--rounds N] [--model DIR] [--peer-model DIR] [--output FILE]
     python -m bench.run --long-form ...   (the test clips' table after the main one)
 """
 
@@ -191,34 +193,85 @@ def totals(runs: list[Run], clips: list[LongFormClip]) -> str:
     return "\n".join(lines)
 
 
+def one_round(model: str, peer_model: Path | None, clips: list[LongFormClip], strategies: list[str], dtype: str,
+              short_repeats: int, peer_modes: list[str], sequential_on_long: bool, ours_first: bool) -> list[Run]:
+    """Every engine over every clip once, ours before or after the peers."""
+    short = [clip for clip in clips if clip.duration <= SHORT_SECONDS]
+
+    def peers() -> list[Run]:
+        runs: list[Run] = []
+        with tempfile.TemporaryDirectory() as folder:
+            for mode in peer_modes:
+                # faster-whisper's sequential mode is the short clips' baseline; on long clips it
+                # is the slowest of all (minutes for the lecture on two cores): only when asked
+                chosen = short if mode == "sequential" and not sequential_on_long else clips
+                if chosen:
+                    print(f"running {PEER_MODES[mode]} ...", flush=True)
+                    runs += run_peer(mode, chosen, peer_model, Path(folder), dtype, short_repeats)
+        return runs
+
+    def ours() -> list[Run]:
+        return [run for strategy in strategies for run in run_ours(model, strategy, clips, dtype, short_repeats)]
+
+    return ours() + peers() if ours_first else peers() + ours()
+
+
+def median_runs(rounds: list[list[Run]]) -> list[Run]:
+    """The first round's runs (their scores), each with its median time over the rounds."""
+    medians = []
+    for first in rounds[0]:
+        times = [run.seconds for runs in rounds for run in runs if (run.engine, run.clip) == (first.engine, first.clip)]
+        seconds = None if len(times) != len(rounds) or None in times else statistics.median(times)
+        medians.append(dataclasses.replace(first, seconds=seconds))
+    return medians
+
+
+def round_ratios(rounds: list[list[Run]], clips: list[LongFormClip]) -> str:
+    """Per round, each of our engines against the baselines, clip by clip and in total: a noisy
+    machine moves one round's ratio by 15%, the median of the rounds much less."""
+    lines = [f"Ratios round by round ({len(rounds)} rounds, ours run first in rounds 2, 4, ...; median last):", ""]
+    ours = [engine for engine in dict.fromkeys(run.engine for run in rounds[0]) if engine.startswith("whisper-api")]
+    for short, baseline in ((False, BASELINE), (True, SHORT_BASELINE)):
+        chosen = [clip for clip in clips if (clip.duration <= SHORT_SECONDS) == short]
+        for engine in ours:
+            for label, names in [(clip.name, {clip.name}) for clip in chosen] + \
+                                [(f"{'short' if short else 'long'} clips, total", {clip.name for clip in chosen})]:
+                ratios = []
+                for runs in rounds:
+                    mine = [run.seconds for run in runs if run.engine == engine and run.clip in names]
+                    theirs = [run.seconds for run in runs if run.engine == baseline and run.clip in names]
+                    if mine and theirs and None not in mine and None not in theirs and sum(theirs):
+                        ratios.append(sum(mine) / sum(theirs))
+                if len(ratios) == len(rounds):
+                    each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+                    lines.append(f"- {engine} / {baseline}, {label}: {each}; median {statistics.median(ratios):.2f}")
+    return "\n".join(lines)
+
+
 def long_form_table(model: str, peer_model: Path | None, clip_names: list[str] | None = None,
                     strategies: list[str] | None = None, dtype: str = "float32", material: str = "tuned",
                     short_repeats: int = 3, peer_modes: list[str] | None = None,
-                    sequential_on_long: bool = True) -> str:
+                    sequential_on_long: bool = True, rounds: int = 1) -> str:
     registry = {**CLIPS, **HELD_OUT} if material == "all" or clip_names else MATERIAL[material]
     clips = [registry[name]() for name in (clip_names or registry)]
-    runs: list[Run] = []
-    short = [clip for clip in clips if clip.duration <= SHORT_SECONDS]
-    with tempfile.TemporaryDirectory() as folder:
-        for mode in peer_modes or PEER_MODES:
-            # faster-whisper's sequential mode is the short clips' baseline; on long clips it
-            # is the slowest of all (minutes for the lecture on two cores): only when asked
-            chosen = short if mode == "sequential" and not sequential_on_long else clips
-            if chosen:
-                print(f"running {PEER_MODES[mode]} ...", flush=True)
-                runs += run_peer(mode, chosen, peer_model, Path(folder), dtype, short_repeats)
-    for strategy in strategies or our_strategies():
-        runs += run_ours(model, strategy, clips, dtype, short_repeats)
+    every_round = [one_round(model, peer_model, clips, strategies or our_strategies(), dtype, short_repeats,
+                             peer_modes or list(PEER_MODES), sequential_on_long, ours_first=index % 2 == 1)
+                   for index in range(rounds)]
+    runs = median_runs(every_round) if rounds > 1 else every_round[0]
+    timing = (f"one timed run per clip, the median of {short_repeats} for clips of {SHORT_SECONDS:g} s or less"
+              + (f"; times are medians over {rounds} rounds, scores from the first" if rounds > 1 else ""))
     header = [
         f"whisper-api long-form table, {datetime.datetime.now().isoformat(timespec='seconds')}",
         f"{platform.system()} {platform.release()}; {os.cpu_count()} logical CPUs, torch {torch.__version__} "
         f"with {torch.get_num_threads()} threads; Whisper base, CPU, {dtype}, greedy, language ja (jfk_english: en); "
         f"faster-whisper on the same weights (CTranslate2 compute_type {COMPUTE_TYPES[dtype]}, same threads); "
-        f"each engine warmed up on a short clip; one timed run per clip, the median of {short_repeats} for clips "
-        f"of {SHORT_SECONDS:g} s or less",
+        f"each engine warmed up on a short clip; {timing}",
         "",
     ]
-    return "\n".join(header) + "\n" + table(runs, clips) + "\n\n" + totals(runs, clips)
+    text = "\n".join(header) + "\n" + table(runs, clips) + "\n\n" + totals(runs, clips)
+    if rounds > 1:
+        text += "\n\n" + round_ratios(every_round, clips)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequential-short-only", action="store_true",
                         help="faster-whisper sequential on the short clips only (their baseline)")
     parser.add_argument("--strategies", nargs="+", choices=our_strategies())
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every engine this many times, ours first in every other round; "
+                             "report median times and each round's ratios (a noisy machine)")
     parser.add_argument("--output", type=Path)
     arguments = parser.parse_args(argv)
     if arguments.model is None:
@@ -241,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         arguments.model = str(ensure_whisper_base())
     text = long_form_table(arguments.model, arguments.peer_model, arguments.clips, arguments.strategies,
                            arguments.dtype, arguments.material, arguments.short_repeats, arguments.peer_modes,
-                           not arguments.sequential_short_only)
+                           not arguments.sequential_short_only, max(1, arguments.rounds))
     write_report(text, arguments.output, "long-form")
     return 0
 
