@@ -83,16 +83,17 @@ class Rows:
     positions: list[int]  # where each row's next token goes
 
     def taken(self, indices: list[int]) -> "Rows":
+        """Rows `indices` in a cache of their own (this one's is left as it is)."""
         rows = torch.tensor(indices, device=self.chosen.device)
-        return Rows([self.works[index] for index in indices], self.cache.taken(rows), self.state.select(rows),
-                    self.sum_logprobs.index_select(0, rows), self.chosen.index_select(0, rows),
-                    [self.positions[index] for index in indices])
+        return self._selected(indices, rows, self.cache.taken(rows))
 
     def kept(self, indices: list[int]) -> "Rows":
         """Rows `indices` (ascending) only, the cache's kept in place (Cache.keep_rows)."""
-        rows = torch.tensor(indices, device=self.chosen.device)
         self.cache.keep_rows(indices)
-        return Rows([self.works[index] for index in indices], self.cache, self.state.select(rows),
+        return self._selected(indices, torch.tensor(indices, device=self.chosen.device), self.cache)
+
+    def _selected(self, indices: list[int], rows: torch.Tensor, cache: Cache) -> "Rows":
+        return Rows([self.works[index] for index in indices], cache, self.state.select(rows),
                     self.sum_logprobs.index_select(0, rows), self.chosen.index_select(0, rows),
                     [self.positions[index] for index in indices])
 

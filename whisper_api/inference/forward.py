@@ -155,29 +155,33 @@ class Cache:
 
     def taken(self, rows: torch.Tensor) -> "Cache":
         """A new cache holding `rows` of this one (visibility per row)."""
-        self.per_row_visibility()
-        _, heads, _, head_width = self.buffers.query.shape
-        return Cache(
-            self_keys_values=[tensor.index_select(0, rows) for tensor in self.self_keys_values],
-            cross_keys=[tensor.index_select(0, rows) for tensor in self.cross_keys],
-            cross_values=[tensor.index_select(0, rows) for tensor in self.cross_values],
-            visible=self.visible.index_select(0, rows),
-            buffers=StepBuffers.allocate(rows.shape[0], heads, head_width, self.buffers.qkv),
-        )
+        return self._of_row_tensors([tensor.index_select(0, rows) for tensor in self.row_tensors()], self)
 
     def row_tensors(self) -> list[torch.Tensor]:
         """Every tensor with a row per cache row (the visibility made per row first)."""
         self.per_row_visibility()
         return [*self.self_keys_values, *self.cross_keys, *self.cross_values, self.visible]
 
+    @staticmethod
+    def _split_row_tensors(tensors: list[torch.Tensor]
+                           ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """`row_tensors()` order back to (self keys/values, cross keys, cross values, visibility)."""
+        layers = (len(tensors) - 1) // 3
+        return tensors[:layers], tensors[layers : 2 * layers], tensors[2 * layers : 3 * layers], tensors[-1]
+
+    @classmethod
+    def _of_row_tensors(cls, tensors: list[torch.Tensor], like: "Cache") -> "Cache":
+        """A cache of these per-row tensors, its step buffers shaped like `like`'s."""
+        self_keys_values, cross_keys, cross_values, visible = cls._split_row_tensors(tensors)
+        _, heads, _, head_width = like.buffers.query.shape
+        return cls(self_keys_values=self_keys_values, cross_keys=cross_keys, cross_values=cross_values,
+                   visible=visible,
+                   buffers=StepBuffers.allocate(visible.shape[0], heads, head_width, like.buffers.qkv))
+
     def _view_slots(self, rows: int) -> None:
         """The cache's tensors become the first `rows` rows of its slots."""
-        layers = len(self.self_keys_values)
-        views = [tensor[:rows] for tensor in self._slots.tensors]
-        self.self_keys_values = views[:layers]
-        self.cross_keys = views[layers : 2 * layers]
-        self.cross_values = views[2 * layers : 3 * layers]
-        self.visible = views[-1]
+        self.self_keys_values, self.cross_keys, self.cross_values, self.visible = self._split_row_tensors(
+            [tensor[:rows] for tensor in self._slots.tensors])
         self._split_self()
         self.alignment_keys.clear()
         if rows != self.buffers.qkv.shape[0]:
@@ -193,9 +197,8 @@ class Cache:
 
     def appended(self, parts: list["Cache"]) -> bool:
         """The parts' rows written after this cache's rows, in place, if its slots have room."""
-        slots = self._own_slots()
-        start = self.rows
-        if start + sum(part.rows for part in parts) > slots.capacity:
+        slots, start = self._slots, self.rows
+        if slots is None or start + sum(part.rows for part in parts) > slots.capacity:
             return False
         for part in parts:
             end = start + part.rows
@@ -225,15 +228,8 @@ class Cache:
         first = caches[0]
         if first.appended(caches[1:]):
             return first
-        _, heads, _, head_width = first.buffers.query.shape
-        parts = [cache.row_tensors() for cache in caches]
-        whole = [torch.cat(tensors) for tensors in zip(*parts)]
-        layers = len(first.self_keys_values)
-        cache = cls(
-            self_keys_values=whole[:layers], cross_keys=whole[layers : 2 * layers],
-            cross_values=whole[2 * layers : 3 * layers], visible=whole[-1],
-            buffers=StepBuffers.allocate(whole[0].shape[0], heads, head_width, first.buffers.qkv),
-        )
+        whole = [torch.cat(tensors) for tensors in zip(*(cache.row_tensors() for cache in caches))]
+        cache = cls._of_row_tensors(whole, first)
         cache._slots = RowSlots(whole)
         return cache
 
