@@ -511,8 +511,8 @@ class Scheduler:
             live = group.live()
         started = time.perf_counter()
         finished = group.step()
+        results = self._ended(group, finished)
         elapsed = time.perf_counter() - started
-        results = [(work, group.result(work)) for work in finished]
         owners = Counter(id(work.owner) for work in live)
         jobs = {id(work.owner): work.owner for work in live}
         self.rows_per_step[len(live)] += 1
@@ -522,6 +522,22 @@ class Scheduler:
                 jobs[key].charge(elapsed * count / len(live))
             self._deliver(results)
         group.compact()
+
+    @staticmethod
+    def _ended(group: DecodingGroup, finished: list[RowWork]) -> list[tuple[RowWork, Decoded]]:
+        """The finished rows' results, but for rows that carry on in their place instead."""
+        results = []
+        for work in finished:
+            result = group.result(work)
+            continuation = work.request.continuation
+            if continuation is not None and work.owner.error is None:
+                after = continuation.after(result)
+                if not isinstance(after, Decoded):
+                    group.carry_on(work, after)
+                    continue
+                result = after
+            results.append((work, result))
+        return results
 
     def _deliver(self, results: list[tuple[RowWork, Decoded]]) -> None:
         for work, result in results:

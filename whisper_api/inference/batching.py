@@ -17,7 +17,7 @@ from their own generator, so a row's text does not depend on its neighbours eith
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -163,6 +163,35 @@ class DecodingGroup:
         if len(indices) == len(self.batch.works):
             return
         self.batch = self.batch.kept(indices) if indices else None
+        self._position = None
+
+    def carry_on(self, work: RowWork, carried: tuple[int, ...]) -> None:
+        """`work`, whose text just ended, goes on in its place from `carried`: its own tokens up
+        to a closing timestamp, then the timestamp it resumes at. The cache keeps those tokens'
+        positions (what the row wrote after them is hidden, then overwritten), and the rules take
+        up as after a resumed prefix: the same as a row prefilled with that prefix, without the
+        prefill or the encoder keys and values made again."""
+        batch, request = self.batch, work.request
+        index = next(index for index, other in enumerate(batch.works) if other is work)
+        written = (*request.carried_tokens, *work.tokens)
+        kept = len(carried) - 1
+        assert written[:kept] == carried[:kept], "a row carries on from its own text"
+        start = len(request.prefix) - request.carried  # where the row's own tokens begin
+        position = start + kept  # where the resuming timestamp is fed in
+        limit = request.max_new_tokens + request.carried
+        work.request = replace(request, prefix=(*request.prefix[:start], *carried), carried=len(carried),
+                               max_new_tokens=limit - len(carried))
+        work.tokens, work.steps, work.finished, work.looped = [], 0, False, False
+        work.sum_logprob, work.columns = None, []
+        cache = batch.cache
+        cache.per_row_visibility()
+        cache.visible[index, ..., position:] = float("-inf")
+        batch.chosen[index] = carried[-1]
+        batch.sum_logprobs[index] = 0.0
+        resumed = self.decoder.rules.resumed_state(1, carried[-1])
+        batch.state.state[index] = resumed.state[0]
+        batch.state.floor[index] = resumed.floor[0]
+        batch.positions[index] = position
         self._position = None
 
     def compact(self, force: bool = False) -> bool:

@@ -4,6 +4,13 @@ A chunk's audio is encoded once. Its first pass is handed to the decoder without
 batch's audio is encoded meanwhile); empty text over speech the VAD is sure of is decoded again one
 temperature up; text that stops over a second before the chunk's speech ends carries on in the
 same window, from a timestamp where the untranscribed speech starts.
+
+Where the scheduler decodes a greedy first pass, a row carries on the moment its text ends, in
+its place in the batch (`CarriesOnInPlace`): its cache already holds its text and the encoder's
+keys and values, so nothing is prefilled or projected again, and the row never waits for the
+rest of its batch. What cannot go on that way (a row that falls back to a higher temperature, a
+text near its token limit, word timestamps, the plain loop) carries on through rows of its own
+afterwards, as before.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from ..transcript import TranscriptionJob
 from .chunks import Chunk
 from .clip import ClipDecoding
 from .decoder import MAX_NEW_TOKENS, Decoded
+from .fallback import FallbackDecoder
 from .model import FRAMES_PER_SECOND, SAMPLE_RATE, TIME_PRECISION, WINDOW_SECONDS, LoadedModel
 from .segments import ChunkText
 from .vad import FRAME_SECONDS, SpeechRegion
@@ -88,13 +96,16 @@ class ChunkPasses:
         return self.clip.split(self.job, encoded[row : row + 1], self.prefix, result, chunk.start, chunk.duration,
                                self.language)
 
-    def start(self, chunks: list[Chunk]) -> "StartedBatch":
-        """The chunks encoded and their first pass handed to the decoder (not waited for)."""
+    def start(self, chunks: list[Chunk], carry_on: bool = True) -> "StartedBatch":
+        """The chunks encoded and their first pass handed to the decoder (not waited for); with
+        `carry_on`, rows whose text stops short go on in their place (`CarriesOnInPlace`)."""
         encoded = self.encode(chunks)
+        continuations = [CarriesOnInPlace(self.clip.model, self.clip.fallback, chunk) for chunk in chunks]
         collect = self.clip.fallback.submit(
             encoded, [chunk_frames(chunk) for chunk in chunks], self.prefix, self.job.temperature,
-            self.job.word_timestamps, self.generator, cancellation=self.job.cancellation)
-        return StartedBatch(chunks, encoded, collect)
+            self.job.word_timestamps, self.generator, cancellation=self.job.cancellation,
+            continuations=continuations if carry_on else None)
+        return StartedBatch(chunks, encoded, collect, continuations if carry_on else [None] * len(chunks))
 
     def first_pass(self, started: "StartedBatch") -> list[Decoded | None]:
         return self.unless_silence(started.collect())
@@ -112,8 +123,10 @@ class ChunkPasses:
         chunks, encoded = started.chunks, started.encoded
         windows = [Window(chunk, of=index, row=index) for index, chunk in enumerate(chunks)]
         results = self.first_pass(started)
-        for window, result in zip(windows, results):
+        for window, result, continuation in zip(windows, results, started.continuations):
             window.result = result
+            if continuation is not None and continuation.result is result:  # it ended carrying on
+                window.resumes, window.done = continuation.resumes, continuation.settled
         empty = [window for window in windows if not has_text(self.clip.model, window.result)
                  and speech_confidence(probabilities, window.chunk.start, window.chunk.end) >= CONFIDENT_SPEECH]
         if empty:
@@ -125,8 +138,9 @@ class ChunkPasses:
                                      forced_fallback=True)
             for window, result in zip(empty, again):
                 window.result = result
-        for _ in range(MAX_RESUMES_PER_CHUNK):
-            resumed = [(window, point) for window in windows if not window.done
+        while True:
+            resumed = [(window, point) for window in windows
+                       if not window.done and window.resumes < MAX_RESUMES_PER_CHUNK
                        and (point := resume_point(self.clip.model, window.chunk, window.result)) is not None]
             if not resumed:
                 break
@@ -145,13 +159,15 @@ class ChunkPasses:
         carried: list[tuple[int, ...]] = []
         fresh: list[Window] = []
         for window, point in resumed:
+            window.resumes += 1
             log.info("chunk %.1f-%.1f s: text stops at %.1f s before its speech ends at %.1f s; decoding "
                      "from there", window.chunk.start, window.chunk.end, point.stopped, window.chunk.regions[-1].end)
             if MAX_NEW_TOKENS - len(point.carried) >= MIN_TOKENS_TO_CARRY_ON:
                 rows.append(window)
                 carried.append(point.carried)
             else:
-                rest = Window(Chunk(round(point.resume_from, 3), window.chunk.end, point.regions), of=window.of)
+                rest = Window(Chunk(round(point.resume_from, 3), window.chunk.end, point.regions), of=window.of,
+                              resumes=window.resumes)
                 window.done = True
                 fresh.append(rest)
                 rows.append(rest)
@@ -180,6 +196,7 @@ class StartedBatch:
     chunks: list[Chunk]
     encoded: torch.Tensor
     collect: Callable[[], list[Decoded]]
+    continuations: list["CarriesOnInPlace | None"]
 
 
 @dataclass(eq=False)
@@ -191,6 +208,51 @@ class Window:
     row: int = -1
     result: Decoded | None = None
     done: bool = False  # no more resumes: nothing more was found, or a rest of it goes on
+    resumes: int = 0
+
+
+@dataclass(eq=False)
+class CarriesOnInPlace:
+    """A first-pass row's carry-ons in its place in the scheduler's batch (ContinuesInPlace).
+
+    When the row's text ends, and it passes the quality checks, stops over a second before the
+    chunk's speech ends and has room left, the row goes on from its closed text and a timestamp
+    where the untranscribed speech starts (as `ChunkPasses.carry_on` would, without a prefill).
+    A carry-on that finds no more text gives the text before it back (and no more are tried);
+    one that fails the checks gives it back too, and the resume is made afresh (one temperature
+    up if it fails again) once the first pass is in."""
+
+    model: LoadedModel
+    fallback: FallbackDecoder
+    chunk: Chunk
+    resumes: int = 0
+    settled: bool = False  # a carry-on found nothing more to hear
+    before: Decoded | None = None  # the text before the last carry-on
+    carried: int = 0  # tokens of `before` the last carry-on went on from
+    result: Decoded | None = None  # what the row ended with
+
+    def after(self, result: Decoded) -> tuple[int, ...] | Decoded:
+        if self.before is not None:
+            if not has_text(self.model, result, after=self.carried):
+                self.settled = True
+                return self._ends(self.before)
+            if self.fallback.needs_fallback(result):
+                return self._ends(self.before)
+        if (self.fallback.needs_fallback(result) or self.fallback.is_silence(result)
+                or self.resumes >= MAX_RESUMES_PER_CHUNK):
+            return self._ends(result)
+        point = resume_point(self.model, self.chunk, result)
+        if point is None or MAX_NEW_TOKENS - len(point.carried) < MIN_TOKENS_TO_CARRY_ON:
+            return self._ends(result)
+        log.info("chunk %.1f-%.1f s: text stops at %.1f s before its speech ends at %.1f s; carrying on in "
+                 "place", self.chunk.start, self.chunk.end, point.stopped, self.chunk.regions[-1].end)
+        self.before, self.carried = result, len(point.carried)
+        self.resumes += 1
+        return point.carried
+
+    def _ends(self, result: Decoded) -> Decoded:
+        self.result = result
+        return result
 
 
 @dataclass(frozen=True)

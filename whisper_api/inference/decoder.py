@@ -15,6 +15,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -46,6 +47,9 @@ class DecodingRequest:
     # (closed by a timestamp) and the timestamp it resumes at, `carried` tokens in all. They are
     # the result's first tokens, aligned with the rest for word times; the rules take up after them.
     carried: int = 0
+    # Where the scheduler decodes the row: asked when its text ends whether it goes on in its
+    # place in the batch (ContinuesInPlace). Not part of what rows share.
+    continuation: "ContinuesInPlace | None" = field(default=None, compare=False)
 
     @property
     def carried_tokens(self) -> tuple[int, ...]:
@@ -55,6 +59,15 @@ class DecodingRequest:
     def resumed_at(self) -> int | None:
         """The timestamp token a carrying row resumes at (the prefix's last token)."""
         return self.prefix[-1] if self.carried else None
+
+
+class ContinuesInPlace(Protocol):
+    """A row's own rule for going on past the end of its text (coverage.py has the one used)."""
+
+    def after(self, result: "Decoded") -> "tuple[int, ...] | Decoded":
+        """Given the row's result so far: the tokens it carries on from (a prefix of its tokens,
+        closed by a timestamp, then the timestamp it resumes at: the row goes on decoding from
+        there, in its place, its cache kept), or the result the row ends with."""
 
 
 @dataclass(frozen=True)

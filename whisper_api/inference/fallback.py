@@ -16,7 +16,7 @@ import torch
 
 from ..cancellation import Cancellation
 from .repetition import trim_repetition
-from .decoder import Decoded, Decoder, DecodingRequest
+from .decoder import ContinuesInPlace, Decoded, Decoder, DecodingRequest
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,15 @@ class FallbackDecoder:
     def submit(self, encoded: torch.Tensor, frames: list[int], prefix: tuple[int, ...] | list[tuple[int, ...]],
                temperature: float, word_timestamps: bool, generator: torch.Generator,
                first_temperature_forced: bool = False, cancellation: Cancellation | None = None,
-               carried: list[int] | None = None) -> Callable[[], list[Decoded]]:
+               carried: list[int] | None = None, continuations: list[ContinuesInPlace] | None = None
+               ) -> Callable[[], list[Decoded]]:
         """`decode`, with the first temperature's rows handed to the decoder now and everything
         after (waiting for them, the fallbacks) when the returned function is called: the rows
-        decode while the caller prepares more work (the next batch's audio), beside it."""
+        decode while the caller prepares more work (the next batch's audio), beside it.
+        `continuations`, one a row, let greedy rows go on past the end of their text in their
+        place (ContinuesInPlace); rows decoded again one temperature up do not."""
         run = FallbackRun(self, encoded, frames, prefix, temperature, word_timestamps, generator,
-                          first_temperature_forced, cancellation, carried)
+                          first_temperature_forced, cancellation, carried, continuations)
         taken, requests, pending_frames = run.rows_at(run.schedule[0])
         first = self.decoder.submit_rows(taken, requests, pending_frames, generator)
 
@@ -101,10 +104,13 @@ class FallbackDecoder:
         return finished
 
     def request(self, prefix: tuple[int, ...], carried: int, temperature: float, word_timestamps: bool,
-                cancellation: Cancellation | None) -> DecodingRequest:
-        request = DecodingRequest(prefix, temperature, self.options.beam_size if temperature == 0 else 1,
+                cancellation: Cancellation | None, continuation: ContinuesInPlace | None = None) -> DecodingRequest:
+        beam_size = self.options.beam_size if temperature == 0 else 1
+        if temperature != 0 or beam_size > 1 or word_timestamps:
+            continuation = None  # greedy rows only: the others resume through a prefill of their own
+        request = DecodingRequest(prefix, temperature, beam_size,
                                   word_timestamps, compression_ratio_threshold=self.options.compression_ratio_threshold,
-                                  cancellation=cancellation, carried=carried)
+                                  cancellation=cancellation, carried=carried, continuation=continuation)
         if self.options.forced_new_tokens:
             return replace(request, max_new_tokens=self.options.forced_new_tokens,
                            min_new_tokens=self.options.forced_new_tokens)
@@ -125,13 +131,14 @@ class FallbackRun:
     def __init__(self, fallback: FallbackDecoder, encoded: torch.Tensor, frames: list[int],
                  prefix: tuple[int, ...] | list[tuple[int, ...]], temperature: float, word_timestamps: bool,
                  generator: torch.Generator, first_temperature_forced: bool, cancellation: Cancellation | None,
-                 carried: list[int] | None) -> None:
+                 carried: list[int] | None, continuations: list[ContinuesInPlace] | None = None) -> None:
         self.fallback = fallback
         self.encoded = encoded
         self.frames = frames
         rows = encoded.shape[0]
         self.prefixes = list(prefix) if isinstance(prefix, list) else [prefix] * rows
         self.carried = carried or [0] * rows
+        self.continuations: list[ContinuesInPlace | None] = list(continuations or [None] * rows)
         self.word_timestamps = word_timestamps
         self.generator = generator
         self.cancellation = cancellation
@@ -145,7 +152,7 @@ class FallbackRun:
         """The pending rows' encoder states, requests at `temperature` and frames."""
         pending, encoded = self.pending, self.encoded
         requests = [self.fallback.request(self.prefixes[row], self.carried[row], temperature, self.word_timestamps,
-                                          self.cancellation) for row in pending]
+                                          self.cancellation, self.continuations[row]) for row in pending]
         taken = encoded.index_select(0, torch.tensor(pending, device=encoded.device)) if len(pending) < len(
             self.passed) else encoded
         return taken, requests, [self.frames[row] for row in pending]

@@ -15,6 +15,7 @@ transcribe.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -42,6 +43,7 @@ STALE_CONTEXT_SECONDS = 10.0
 # decoding alone pays for reading every weight at every step; 1.2 s of a 10-minute lecture's
 # 31 s on two cores).
 FIRST_BATCH_CHUNKS = 1
+BATCHES_IN_LINE = 2
 
 
 @dataclass(frozen=True)
@@ -103,18 +105,18 @@ class VadStrategy:
         # next batch's rows take the places its finished rows leave (and ride along with its
         # resumes and fallbacks): a batch's last rows never decode alone.
         streamed = job.on_segments is not None
-        in_line: StartedBatch | None = None
+        in_line: deque[StartedBatch] = deque()
         for index, batch in enumerate(self.batches(chunks, streamed)):
             raise_if_cancelled(job.cancellation)
-            started = passes.start(batch)
+            started = passes.start(batch, carry_on=self.cover_speech)
             if index == 0 and streamed:
                 finish(started)
                 continue
-            if in_line is not None:
-                finish(in_line)
-            in_line = started
-        if in_line is not None:
-            finish(in_line)
+            if len(in_line) >= BATCHES_IN_LINE:
+                finish(in_line.popleft())
+            in_line.append(started)
+        while in_line:
+            finish(in_line.popleft())
         return passes.language or "en", segments
 
 

@@ -30,9 +30,11 @@ MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1.0 s: the first segment starts within a sec
 # timestamp opens the text). AFTER_TEXT: anything may follow. PAIR_CLOSED: a timestamp followed a
 # timestamp: text or end-of-text next. PAIR_OPENED: a timestamp followed text: its closing
 # timestamp (the same or later) or end-of-text next. FINISHED: only end-of-text again, at log
-# probability 0.
-START, AFTER_TEXT, PAIR_CLOSED, PAIR_OPENED, FINISHED = range(5)
-STATES = 5
+# probability 0. RESUMED: a row carrying on its own text just took up at a timestamp: text next
+# (it resumes where speech is known to be untranscribed: a model that ended its text there
+# would end it again).
+START, AFTER_TEXT, PAIR_CLOSED, PAIR_OPENED, FINISHED, RESUMED = range(6)
+STATES = 6
 TEXT, TIMESTAMP, END_OF_TEXT = range(3)  # kinds of token
 # state after each kind of token, per state
 NEXT_STATE = {
@@ -41,10 +43,11 @@ NEXT_STATE = {
     PAIR_CLOSED: (AFTER_TEXT, PAIR_CLOSED, FINISHED),
     PAIR_OPENED: (AFTER_TEXT, PAIR_CLOSED, FINISHED),
     FINISHED: (FINISHED, FINISHED, FINISHED),
+    RESUMED: (AFTER_TEXT, PAIR_CLOSED, FINISHED),
 }
 # after a timestamp in these states, the next one must be strictly later (openai: the last
 # timestamp + 1, unless it opened a pair, which its closing timestamp may repeat)
-LAST_WAS_TIMESTAMP = (START, PAIR_CLOSED, PAIR_OPENED)
+LAST_WAS_TIMESTAMP = (START, PAIR_CLOSED, PAIR_OPENED, RESUMED)
 
 
 @dataclass
@@ -92,6 +95,7 @@ class DecodingRules:
         forbidden_in = {
             START: suppressed, AFTER_TEXT: suppressed, PAIR_CLOSED: suppressed | is_timestamp,
             PAIR_OPENED: suppressed | is_text, FINISHED: only_end_of_text,
+            RESUMED: suppressed | is_timestamp | (ids == tokens.end_of_text),
         }
         # (states, vocabulary): a token is forbidden where its entry is below the row's floor.
         # Forbidden outright: -1 (below any floor); allowed text: above any floor; allowed
@@ -121,15 +125,18 @@ class DecodingRules:
     def opening(self, rows: int, resumed_at: int | None = None) -> tuple[TimestampState, torch.Tensor]:
         """The rows' state before their first sampled token, and what that token may not be. A
         row resumed at a timestamp (its prefix ends with its own closed text and that opening
-        timestamp) goes on as after a pair of timestamps, and with text: it resumes where speech
-        is known to be untranscribed (a model that ended its text early would end it again)."""
+        timestamp) goes on with text (RESUMED)."""
         if resumed_at is None:
             return self.initial_state(rows), self.first_step_suppressed
-        state = TimestampState(
-            torch.full((rows,), PAIR_CLOSED, dtype=torch.long, device=self.device),
+        state = self.resumed_state(rows, resumed_at)
+        return state, self.forbidden(1, state)
+
+    def resumed_state(self, rows: int, resumed_at: int) -> TimestampState:
+        """The state of rows that take up their own text at timestamp token `resumed_at`."""
+        return TimestampState(
+            torch.full((rows,), RESUMED, dtype=torch.long, device=self.device),
             torch.full((rows, 1), resumed_at + 1, dtype=torch.int32, device=self.device),
         )
-        return state, self.forbidden(1, state) | self.end_of_text_forbidden
 
     def forbidden(self, step: int, state: TimestampState) -> torch.Tensor:
         """(rows, vocabulary) True where a token may not come next at `step` (0 = first sampled)."""
