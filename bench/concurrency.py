@@ -37,6 +37,7 @@ from whisper_api import create_app  # noqa: E402
 from whisper_api.config import DeploymentSettings, ModelSettings, ServerSettings, Settings  # noqa: E402
 from whisper_api.engine import Engine  # noqa: E402
 from whisper_api.server import create_server  # noqa: E402
+from whisper_api.memory import settle_after_start_up  # noqa: E402
 
 CLIPS = 8
 
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     model = ModelSettings(name=arguments.model or str(ensure_whisper_base()), device="cpu", dtype="float32",
                           warmup=True)
     engine = Engine.load(model, max_queue=CLIPS, max_concurrent_jobs=CLIPS)
+    settle_after_start_up()  # as the server does once its model is loaded
     clips = clips_of_10_to_20_seconds()
     short = ten_second_clip()
     long, _, _ = long_clip(arguments.long_minutes)

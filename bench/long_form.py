@@ -43,6 +43,7 @@ from tests.support.speech import character_error_rate  # noqa: E402
 from whisper_api.config import STRATEGIES, ModelSettings  # noqa: E402
 from whisper_api.engine import Engine  # noqa: E402
 from whisper_api.transcript import TranscriptionJob  # noqa: E402
+from whisper_api.memory import settle_after_start_up  # noqa: E402
 
 LANGUAGE = "ja"
 PEER_MODES = {"sequential": "faster-whisper sequential", "vad": "faster-whisper vad_filter=True",
@@ -94,6 +95,7 @@ def run_ours(model: str, strategy: str, clips: list[LongFormClip], dtype: str = 
     name = f"whisper-api {strategy}"
     try:
         engine = Engine.load(ModelSettings(name=model, device="cpu", dtype=dtype, strategy=strategy, warmup=True))
+        settle_after_start_up()  # as the server does once its model is loaded
         engine.transcribe(TranscriptionJob(samples=short_clip()[0], language=LANGUAGE))
     except Exception as error:  # a strategy this checkout does not have yet
         return [Run(name, clip.name, None, None, f"{type(error).__name__}: {error}") for clip in clips]

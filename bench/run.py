@@ -41,6 +41,7 @@ from whisper_api.config import STRATEGIES, DeploymentSettings, ModelSettings, Se
 from whisper_api.engine import Engine  # noqa: E402
 from whisper_api.server import create_server  # noqa: E402
 from whisper_api.transcript import TranscriptionJob  # noqa: E402
+from whisper_api.memory import settle_after_start_up  # noqa: E402
 
 CLIENTS = 8
 REQUESTS_PER_CLIENT = 4
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     short_seconds, long_seconds = len(short) / SAMPLE_RATE, len(long) / SAMPLE_RATE
     print(f"audio: short {short_seconds:.1f} s, long {long_seconds / 60:.1f} min (JFK clip in: {has_jfk})", flush=True)
     engine = Engine.load(settings, max_queue=CLIENTS)  # every client waits its turn: none gets 429
+    settle_after_start_up()  # as the server does once its model is loaded
     on_cuda = engine.info.device == "cuda"
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()

@@ -36,6 +36,7 @@ from whisper_api.engine import Engine  # noqa: E402
 from whisper_api.inference.long_form import VadStrategy  # noqa: E402
 from whisper_api.server import create_server  # noqa: E402
 from whisper_api.transcript import TranscriptionJob  # noqa: E402
+from whisper_api.memory import settle_after_start_up  # noqa: E402
 
 LANGUAGE = "ja"
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     samples, _, _ = long_clip(arguments.minutes)
     audio = wav_bytes(samples)
     engine = Engine.load(settings)
+    settle_after_start_up()  # as the server does once its model is loaded
     if arguments.cost_only:
         row = first_batch_cost(engine, samples, arguments.batch_size, arguments.cost_pairs)
         write_report("\n".join([machine_description(engine), f"clip: {len(samples) / SAMPLE_RATE / 60:.1f} min",

@@ -145,3 +145,18 @@ def test_wsgi_module_builds_the_app_from_the_environment_config(tmp_path, model_
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok cpu ['whisper']"
+
+
+def test_once_the_app_is_up_the_garbage_collector_no_longer_scans_the_models_objects(tmp_path, model_dir):
+    """A full collection after every job (memory given back) would otherwise traverse the model's
+    and the libraries' ~400,000 objects, holding the interpreter lock while other jobs decode."""
+    config = write_config(tmp_path, str(model_dir), free_port(), extra="warmup = false\n")
+    code = "import gc, wsgi; print(gc.get_freeze_count(), len(gc.get_objects()))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "WHISPER_API_CONFIG": str(config)},
+    )
+    assert result.returncode == 0, result.stderr
+    frozen, scanned = map(int, result.stdout.split()[-2:])
+    assert frozen > 100_000, "the loaded model's objects are set aside"
+    assert scanned < frozen // 20, f"{scanned} objects still scanned at every collection"

@@ -118,6 +118,7 @@ def serve(settings: Settings) -> int:
     server = create_server(None, settings.server)
     try:
         app = create_app(settings)
+        memory.settle_after_start_up()
         attach_app(server, app)
         announce_exposure(settings)
         graceful = GracefulServer(server, app.extensions["whisper_api.shutdown"])
