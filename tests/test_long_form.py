@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
 from tests.support.long_clips import (
@@ -28,6 +29,7 @@ from tests.support.long_form_scoring import SENTENCE_CER_LIMIT, ClipScore, score
 from tests.support.speech import MEETING_SENTENCES, character_error_rate, concatenate, japanese_speech
 from whisper_api.config import ModelSettings
 from whisper_api.engine import Engine, resolve_strategy
+from whisper_api.inference.coverage import ChunkPasses
 from whisper_api.inference.long_form import VadStrategy
 from whisper_api.inference.segments import renumbered
 from whisper_api.transcript import Segment, Transcript, TranscriptionJob
@@ -231,3 +233,32 @@ def test_a_job_nobody_streams_decodes_whole_batches_from_the_start(chunks, batch
     batches = VadStrategy(None, batch_size).batches(list(range(chunks)), streamed=False)
     assert [len(batch) for batch in batches] == sizes
     assert [chunk for batch in batches for chunk in batch] == list(range(chunks))
+
+
+@pytest.mark.parametrize(("streamed", "ahead"), [(False, 2), (True, 1)], ids=["nobody streams", "streamed"])
+def test_batches_are_encoded_and_decoding_ahead_of_the_one_being_finished(engine, clips, monkeypatch, streamed, ahead):
+    """While a batch is finished (its resumes and fallbacks), the next batches' rows are already
+    decoding beside it and take the places its rows leave: two batches ahead for a job nobody
+    streams, one for a streamed job (each batch's text goes out a batch's encoding sooner)."""
+    events: list[str] = []
+    start, covered = ChunkPasses.start, ChunkPasses.covered
+
+    def recorded_start(self, *arguments, **options):
+        events.append("start")
+        return start(self, *arguments, **options)
+
+    def recorded_covered(self, *arguments, **options):
+        events.append("finish")
+        return covered(self, *arguments, **options)
+
+    monkeypatch.setattr(ChunkPasses, "start", recorded_start)
+    monkeypatch.setattr(ChunkPasses, "covered", recorded_covered)
+    monologue = clips["long_monologue"].samples
+    job = TranscriptionJob(samples=np.concatenate([monologue] * 3), language="ja",
+                           on_segments=(lambda segments: None) if streamed else None)
+    engine.with_settings(strategy="vad", batch_size=1).transcribe(job)
+    batches = events.count("start")
+    assert batches >= 4 and events.count("finish") == batches, events
+    in_line_at_each_finish = [events[:index].count("start") - events[:index].count("finish") - 1
+                              for index, event in enumerate(events) if event == "finish"]
+    assert max(in_line_at_each_finish) == ahead, events

@@ -43,7 +43,11 @@ STALE_CONTEXT_SECONDS = 10.0
 # decoding alone pays for reading every weight at every step; 1.2 s of a 10-minute lecture's
 # 31 s on two cores).
 FIRST_BATCH_CHUNKS = 1
-BATCHES_IN_LINE = 2
+# Batches encoded and decoding ahead of the one being finished (its resumes and fallbacks): their
+# rows take the places its finished rows leave. A job nobody streams keeps two in line (the
+# 10-minute lecture: 47 one-row steps instead of 80); a streamed one keeps one, so that each
+# batch's text is sent one batch's encoding sooner.
+BATCHES_IN_LINE = {"streamed": 1, "not streamed": 2}
 
 
 @dataclass(frozen=True)
@@ -101,10 +105,11 @@ class VadStrategy:
             progress(decoded, len(chunks))
 
         # A streamed job's first batch is finished before the next starts (its text comes first).
-        # From then on a batch's rows are in line while the next batch's audio is encoded, and the
-        # next batch's rows take the places its finished rows leave (and ride along with its
+        # From then on a batch's rows are in line while the next batches' audio is encoded, and
+        # the next batches' rows take the places its finished rows leave (and ride along with its
         # resumes and fallbacks): a batch's last rows never decode alone.
         streamed = job.on_segments is not None
+        ahead = BATCHES_IN_LINE["streamed" if streamed else "not streamed"]
         in_line: deque[StartedBatch] = deque()
         for index, batch in enumerate(self.batches(chunks, streamed)):
             raise_if_cancelled(job.cancellation)
@@ -112,7 +117,7 @@ class VadStrategy:
             if index == 0 and streamed:
                 finish(started)
                 continue
-            if len(in_line) >= BATCHES_IN_LINE:
+            if len(in_line) >= ahead:
                 finish(in_line.popleft())
             in_line.append(started)
         while in_line:
