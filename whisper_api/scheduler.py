@@ -511,8 +511,8 @@ class Scheduler:
             live = group.live()
         started = time.perf_counter()
         finished = group.step()
-        results = self._ended(group, finished)
         elapsed = time.perf_counter() - started
+        results = self._ended(group, finished)
         owners = Counter(id(work.owner) for work in live)
         jobs = {id(work.owner): work.owner for work in live}
         self.rows_per_step[len(live)] += 1

@@ -100,12 +100,13 @@ class ChunkPasses:
         """The chunks encoded and their first pass handed to the decoder (not waited for); with
         `carry_on`, rows whose text stops short go on in their place (`CarriesOnInPlace`)."""
         encoded = self.encode(chunks)
-        continuations = [CarriesOnInPlace(self.clip.model, self.clip.fallback, chunk) for chunk in chunks]
+        continuations = [CarriesOnInPlace(self.clip.model, self.clip.fallback, chunk) if carry_on else None
+                         for chunk in chunks]
         collect = self.clip.fallback.submit(
             encoded, [chunk_frames(chunk) for chunk in chunks], self.prefix, self.job.temperature,
             self.job.word_timestamps, self.generator, cancellation=self.job.cancellation,
-            continuations=continuations if carry_on else None)
-        return StartedBatch(chunks, encoded, collect, continuations if carry_on else [None] * len(chunks))
+            continuations=continuations)
+        return StartedBatch(chunks, encoded, collect, continuations)
 
     def first_pass(self, started: "StartedBatch") -> list[Decoded | None]:
         return self.unless_silence(started.collect())
@@ -160,9 +161,8 @@ class ChunkPasses:
         fresh: list[Window] = []
         for window, point in resumed:
             window.resumes += 1
-            log.info("chunk %.1f-%.1f s: text stops at %.1f s before its speech ends at %.1f s; decoding "
-                     "from there", window.chunk.start, window.chunk.end, point.stopped, window.chunk.regions[-1].end)
-            if MAX_NEW_TOKENS - len(point.carried) >= MIN_TOKENS_TO_CARRY_ON:
+            log_resume(window.chunk, point, "decoding from there")
+            if point.fits_in_its_window:
                 rows.append(window)
                 carried.append(point.carried)
             else:
@@ -242,10 +242,9 @@ class CarriesOnInPlace:
                 or self.resumes >= MAX_RESUMES_PER_CHUNK):
             return self._ends(result)
         point = resume_point(self.model, self.chunk, result)
-        if point is None or MAX_NEW_TOKENS - len(point.carried) < MIN_TOKENS_TO_CARRY_ON:
+        if point is None or not point.fits_in_its_window:
             return self._ends(result)
-        log.info("chunk %.1f-%.1f s: text stops at %.1f s before its speech ends at %.1f s; carrying on in "
-                 "place", self.chunk.start, self.chunk.end, point.stopped, self.chunk.regions[-1].end)
+        log_resume(self.chunk, point, "carrying on in place")
         self.before, self.carried = result, len(point.carried)
         self.resumes += 1
         return point.carried
@@ -261,6 +260,17 @@ class ResumePoint:
     resume_from: float  # where the untranscribed speech starts (a little before it)
     regions: tuple[SpeechRegion, ...]  # the speech regions not transcribed
     carried: tuple[int, ...]  # the text so far, closed, and the timestamp it goes on at
+
+    @property
+    def fits_in_its_window(self) -> bool:
+        """Room is left under the token limit to carry on in the same window (else the rest of
+        the speech resumes in a window of its own)."""
+        return MAX_NEW_TOKENS - len(self.carried) >= MIN_TOKENS_TO_CARRY_ON
+
+
+def log_resume(chunk: Chunk, point: ResumePoint, how: str) -> None:
+    log.info("chunk %.1f-%.1f s: text stops at %.1f s before its speech ends at %.1f s; %s", chunk.start, chunk.end,
+             point.stopped, chunk.regions[-1].end, how)
 
 
 def has_text(model: LoadedModel, result: Decoded | None, after: int = 0) -> bool:
