@@ -3,8 +3,10 @@ job is served while a long one runs, and one job's failure or hang-up costs that
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from dataclasses import replace
 
 import numpy as np
@@ -20,11 +22,14 @@ from whisper_api import create_app
 from whisper_api.engine import Engine
 from whisper_api.inference.batching import DecodingGroup
 from whisper_api.inference.decoder import Decoder, DecodingRequest
+from whisper_api.inference.forward import TextDecoder
+from whisper_api.inference.model import LoadedModel
 from whisper_api.inference.fallback import FallbackDecoder, QualityOptions
 from whisper_api.inference.clip import ClipDecoding
 from whisper_api.inference.long_form import VadStrategy
 from whisper_api.cancellation import CLIENT_DISCONNECTED, Cancellation, JobCancelled
 from whisper_api.model_queue import ModelQueue
+from whisper_api.scheduler import MODEL_THREAD_NAME, Scheduler
 from whisper_api.transcript import Transcript, TranscriptionJob
 
 PATH = f"/openai/deployments/whisper/audio/transcriptions?api-version={API_VERSION}"
@@ -168,6 +173,103 @@ def test_a_request_arriving_a_moment_after_another_joins_its_whole_call(shared, 
                  if count != calls_before.get(rows, 0)}
     assert set(results) == {"first", "second"}
     assert list(new_calls) == [2], new_calls  # one call of both rows, no call of one
+
+
+def test_a_request_of_a_burst_that_hands_in_its_audio_late_shares_the_encoder_call_and_the_call(
+        shared, clips, monkeypatch):
+    """A request's thread may take longer than the quiet time to hand in its audio (it reads the
+    upload and finds the speech first, while the other threads of a burst hold the interpreter
+    lock). A batched call short of a full batch also waits while a job that has just come has
+    handed in nothing: its piece joins the same encoder call (GPU: several pieces a call), its
+    row the same whole call."""
+    from whisper_api import scheduler as scheduling
+
+    scheduler = shared.scheduler
+    monkeypatch.setattr(scheduler, "whole_calls", True)
+    monkeypatch.setattr(scheduler, "encoder_rows", 2)
+    monkeypatch.setattr(scheduling, "GATHER_LIMIT_SECONDS", 2.0)  # the quiet time stays 5 ms
+    encoder_calls: list[int] = []
+    encode_audio = Decoder.encode_audio
+
+    def recording(decoder, pieces):
+        encoder_calls.append(len(pieces))
+        return encode_audio(decoder, pieces)
+
+    monkeypatch.setattr(Decoder, "encode_audio", recording)
+    tokens = shared.model.tokens
+    request = DecodingRequest((tokens.start_of_transcript, tokens.languages["ja"], tokens.transcribe))
+    second_came = threading.Event()
+    results: dict[str, list] = {}
+
+    def transcribe(name: str, samples: np.ndarray, late: bool) -> None:
+        if not late:
+            second_came.wait(10)
+        with scheduler.job(name):
+            if late:
+                second_came.set()
+                time.sleep(0.2)  # forty times the quiet time
+            results[name] = scheduler.decode(scheduler.encode([samples]), request, [3000])
+
+    calls_before = dict(scheduler.rows_per_step)
+    threads = [threading.Thread(target=transcribe, args=("first", clips[0], False)),
+               threading.Thread(target=transcribe, args=("second", clips[1], True))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    new_calls = {rows: count - calls_before.get(rows, 0) for rows, count in scheduler.rows_per_step.items()
+                 if count != calls_before.get(rows, 0)}
+    assert set(results) == {"first", "second"}
+    assert encoder_calls == [2]
+    assert list(new_calls) == [2], new_calls
+
+
+def test_every_model_call_runs_on_the_one_model_thread_whichever_request_sends_it(shared, clips, monkeypatch):
+    """Requests' threads hand their model work to the scheduler's own thread, which runs it all:
+    PyTorch keeps state per thread (on CUDA, cuDNN's attention plans, rebuilt at a new thread's
+    first call of each shape), so one thread, warmed once, serves every request."""
+    callers: set[threading.Thread] = set()
+    for owner, name in ((LoadedModel, "encode"), (TextDecoder, "prefill"), (TextDecoder, "step")):
+        def recording(*arguments, _original=getattr(owner, name), **keywords):
+            callers.add(threading.current_thread())
+            return _original(*arguments, **keywords)
+        monkeypatch.setattr(owner, name, recording)
+    fields = [{}, {"word_timestamps": True}, {"logprobs": True}]  # shared steps, steps apart, a call of its own
+    results = concurrently(lambda pair: shared.transcribe(job(pair[0], **pair[1])), list(zip(clips, fields)))
+    assert all(isinstance(result, Transcript) and result.text for result in results), results
+    assert all(segment.logprobs for segment in results[2].segments)
+    assert [thread.name for thread in callers] == [MODEL_THREAD_NAME]
+    assert threading.current_thread() not in callers
+
+
+def test_a_scheduler_nobody_holds_is_freed_and_its_model_thread_ends(shared, clips):
+    scheduler = Scheduler(Decoder(shared.model), max_batch_rows=2, encoder_rows=1)
+    with torch.no_grad():
+        assert scheduler.encode([clips[0]]).shape[0] == 1
+    thread = next(thread for thread in threading.enumerate() if thread.name == MODEL_THREAD_NAME
+                  and thread is not shared.scheduler.model_thread)
+    freed = weakref.ref(scheduler)
+    del scheduler
+    deadline = time.monotonic() + 10  # the model thread lets go of it between two turns
+    while freed() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    thread.join(timeout=5)
+    assert freed() is None and not thread.is_alive()
+
+
+def test_closing_ends_the_model_thread_and_refuses_more_work(shared, clips):
+    """A stopping server closes the engine before the process exits: a thread left inside the
+    model at the interpreter's exit aborts the process."""
+    scheduler = Scheduler(Decoder(shared.model), max_batch_rows=2, encoder_rows=1)
+    with torch.no_grad():
+        scheduler.encode([clips[0]])
+    thread = scheduler.model_thread
+    assert thread is not None and thread.is_alive()
+    assert scheduler.close(timeout=10)
+    assert not thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        scheduler.encode([clips[0]])
 
 
 def test_sampled_rows_are_the_same_whatever_shares_their_batch(shared, clips):

@@ -111,7 +111,7 @@ def announce_exposure(settings: Settings) -> None:
 def serve(settings: Settings) -> int:
     """Bind the port first (a busy port is reported before the model loads for minutes), load the
     model, serve until a stop signal, and stop gracefully (whisper_api/server.py)."""
-    from . import create_app, memory, stop_signals
+    from . import app_state, create_app, memory, stop_signals
     from .server import GracefulServer, attach_app, create_server
 
     memory.configure_allocator()
@@ -128,10 +128,12 @@ def serve(settings: Settings) -> int:
             clean = graceful.run()
         finally:
             restore_signals()
+        # the model thread finishes its call (the jobs were cancelled; a call stops at its next step)
+        clean = app.extensions[app_state.ENGINE].close() and clean
     finally:
         server.close()
     if not clean:
-        # a worker thread is still inside the model: leaving through the interpreter's shutdown
+        # a thread is still inside the model: leaving through the interpreter's shutdown
         # would abort ("terminate called without an active exception"); the answers are sent
         logging.shutdown()
         sys.stdout.flush()

@@ -38,6 +38,9 @@ WARMUP_CLIPS = {False: (ASSETS / "doctor_ja.ogg", "ja"), True: (ASSETS / "en_jfk
 # step of 24 rows in about the time of one; a CPU shares reading the weights among 8; the 780M
 # holds the batch's caches in memory Windows shares, so fewer.
 DEFAULT_BATCH_ROWS = {"cuda": 24, "cpu": 8, "directml": 4}
+# How long a stopping server waits for the model thread to end its current call (its jobs were
+# cancelled: a decoding loop stops at its next step).
+MODEL_STOP_SECONDS = 10.0
 
 
 def default_batch_rows(device_kind: str) -> int:
@@ -160,6 +163,11 @@ class Engine:
                 yield
         except Cancelled:  # only the wait raises it: the decoding loop raises JobCancelled itself
             raise JobCancelled((cancellation and cancellation.reason) or CLIENT_DISCONNECTED) from None
+
+    def close(self, timeout: float = MODEL_STOP_SECONDS) -> bool:
+        """Stops the model thread once its current call ends (before the process exits); True once
+        it has stopped."""
+        return self.scheduler.close(timeout)
 
     @property
     def supported_languages(self) -> set[str]:

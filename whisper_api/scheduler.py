@@ -5,11 +5,12 @@ resumes, segments. What needs the model they hand to the scheduler as work: piec
 encode, rows to decode (one per chunk, resume or fallback), and whole calls (beam search,
 language detection). Nothing below knows there is more than one job.
 
-The model lock is held by whichever job thread is scheduling: a thread waiting on its work takes
-the lock when no one holds it and runs the loop for every job until its own work is done, then
-hands over (so a request's model work runs in a request's thread, under whatever that thread
-watches it with). Each turn of the loop is one model call, chosen fairly: the job with the least
-model time so far goes first, and a newcomer starts a little ahead of the least served
+The model is held by one thread, the scheduler's own ("whisper-api model", started with the first
+work and kept while the scheduler lives): every model call runs there, and job threads only hand in
+work and wait for it. PyTorch keeps some state per thread (on CUDA, cuDNN's attention plans: a
+thread's first call of each shape builds them again, 80 to 130 ms on an H200), so one thread warmed
+once serves every request. Each turn of the loop is one model call, chosen fairly: the job with the
+least model time so far goes first, and a newcomer starts a little ahead of the least served
 (NEWCOMER_CREDIT_SECONDS), so a 10 s request that arrives during an hour-long one is served at
 once, beside it, not after it.
 
@@ -33,32 +34,40 @@ import contextvars
 import logging
 import threading
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
+from torch.overrides import _get_current_function_mode_stack
+from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from .inference.batching import DecodingGroup, GroupKey, RowWork, Rows
-from .inference.decoder import Decoded, Decoder, DecodingRequest
+from .inference.decoder import Decoded, Decoder, DecodingRequest, T
 from .inference.model import LoadedModel
 from .model_queue import Cancelled
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
-# A whole graphed call (CUDA) that would start short of a full batch waits while requests are
-# still arriving: until no job has arrived or handed in audio for GATHER_QUIET_SECONDS, at most
-# GATHER_LIMIT_SECONDS. Rows join between calls only, so a burst of requests split over two
-# calls (the first started before the last threads handed in their audio) costs a whole call.
+# With no job at all, the model thread looks this often whether its scheduler is still in use
+# (it holds it weakly: a dropped engine's model is freed, and its thread ends).
+IDLE_SECONDS = 1.0
+MODEL_THREAD_NAME = "whisper-api model"
+# A whole graphed call (CUDA), or an encoder call of several pieces, that would start short of a
+# full batch waits while requests are still arriving: while a job that came less than
+# GATHER_LIMIT_SECONDS ago has handed in nothing yet, or until no job has arrived or handed in work
+# for GATHER_QUIET_SECONDS; GATHER_LIMIT_SECONDS at most. Rows join between calls only, so a burst
+# of requests split over two calls (the first started before the last threads handed in their
+# audio) costs a whole call.
 GATHER_QUIET_SECONDS = 0.005
 GATHER_LIMIT_SECONDS = 0.05
-# Before a short call, the scheduling thread first lets the other threads run this long (the
-# wait releases the interpreter lock): threads of a burst that have not yet come to the scheduler
-# (the scheduling thread held the lock while it launched the encoder) come now.
+# Before a short call, the model thread first lets the other threads run this long (the wait
+# releases the interpreter lock): threads of a burst that have not yet come to the scheduler come now.
 GATHER_YIELD_SECONDS = 0.001
 # A newcomer starts this many model seconds ahead of the least served job (never below zero):
 # a short request runs at once, ahead of a long one, until it has had that much more model time.
@@ -67,7 +76,7 @@ _current_job: contextvars.ContextVar["Job | None"] = contextvars.ContextVar("whi
 
 
 class Future:
-    """A value one thread waits for and the scheduling thread sets."""
+    """A value one thread waits for and the model thread sets."""
 
     def __init__(self) -> None:
         self.done = False
@@ -90,9 +99,14 @@ class Job:
     error: BaseException | None = None
     apart: bool = False  # decoded apart from other jobs (a shared call of its failed)
     arrived: float = field(default_factory=time.perf_counter)  # when it came or last handed in work
+    created: float = field(default_factory=time.perf_counter)
+    handed_in: bool = False  # whether it has handed in any work yet
     encodes: deque["EncodeWork"] = field(default_factory=deque)
     waiting: deque[tuple[GroupKey, RowWork | Rows]] = field(default_factory=deque)
     calls: deque["CallWork"] = field(default_factory=deque)
+    # the torch modes watching the job's thread when it began (a checker, a tracer): its work runs
+    # under them on the model thread too, as it would have in its own thread
+    watchers: tuple[Any, ...] = ()
 
     def charge(self, seconds: float) -> None:
         self.service += seconds
@@ -132,9 +146,10 @@ class Scheduler:
         self.whole_calls = decoder.cuda_graphs
         self.release_memory = release_memory or (lambda: None)
         self._condition = threading.Condition()
-        self._leader: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the model thread, started with the first work
+        self._closed = False
         self._jobs: list[Job] = []
-        self._groups: dict[GroupKey, DecodingGroup] = {}  # touched by the scheduling thread only
+        self._groups: dict[GroupKey, DecodingGroup] = {}  # touched by the model thread only
         self._turn = 0
         self.rows_per_step: Counter[int] = Counter()  # decoding steps by rows decoding in them
         self.steps_by_jobs: Counter[int] = Counter()  # decoding steps by jobs sharing them
@@ -147,7 +162,8 @@ class Scheduler:
             cancelled_error: Callable[[], BaseException] = Cancelled) -> Iterator[Job]:
         """Run the block as a job: the model work its thread submits is scheduled as this job's.
         Once `cancelled()` is true, its work stops and its thread raises `cancelled_error()`."""
-        job = Job(name, cancelled, max(1, max_rows or self.max_batch_rows), cancelled_error)
+        job = Job(name, cancelled, max(1, max_rows or self.max_batch_rows), cancelled_error,
+                  watchers=(*_get_current_function_mode_stack(), *_get_current_dispatch_mode_stack()))
         with self._condition:
             active = [other.service for other in self._jobs if other.error is None]
             job.service = max(0.0, min(active) - NEWCOMER_CREDIT_SECONDS) if active else 0.0
@@ -163,8 +179,12 @@ class Scheduler:
                 job.encodes.clear()
                 job.calls.clear()
                 job.waiting.clear()
-                self._condition.notify_all()
-            self._tidy()
+                self._condition.notify_all()  # the model thread drops its rows at its next turn
+
+    @property
+    def model_thread(self) -> threading.Thread | None:
+        """The thread that runs every model call (None until the first work)."""
+        return self._thread
 
     @property
     def jobs_running(self) -> int:
@@ -186,10 +206,10 @@ class Scheduler:
         with self._submitting() as job:
             work = EncodeWork(job, list(pieces), deque(range(len(pieces))), [None] * len(pieces))
             if not pieces:
-                return self.decoder.model.encode(self.decoder.model.log_mel([]))
+                return self.call(lambda: self.decoder.model.encode(self.decoder.model.log_mel([])))
             with self._condition:
                 job.encodes.append(work)
-                job.arrived = time.perf_counter()
+                job.arrived, job.handed_in = time.perf_counter(), True
                 self._condition.notify_all()
             return self._wait(job, work.future)
 
@@ -198,6 +218,7 @@ class Scheduler:
             work = CallWork(job, function)
             with self._condition:
                 job.calls.append(work)
+                job.handed_in = True
                 self._condition.notify_all()
             return self._wait(job, work.future)
 
@@ -244,7 +265,7 @@ class Scheduler:
                 key = GroupKey.of(request, job if job.apart else None)
                 job.waiting.append((key, RowWork(job, encoded[row : row + 1], request, frames[row],
                                                  generators[row], deliver)))
-            job.arrived = time.perf_counter()
+            job.arrived, job.handed_in = time.perf_counter(), True
             self._condition.notify_all()
         return work.future
 
@@ -259,27 +280,53 @@ class Scheduler:
     # waiting, and scheduling while waiting
 
     def _wait(self, job: Job, future: Future) -> Any:
-        while True:
-            with self._condition:
+        """Until the model thread has done the work (or the job failed, or its client hung up)."""
+        with self._condition:
+            self._start_model_thread()
+            while True:
                 if not future.done and job.error is None and job.cancelled is not None and job.cancelled():
                     job.error = job.cancelled_error()
+                    self._condition.notify_all()
                 if future.done or job.error is not None:
                     break
-                if self._leader is not None:
-                    self._condition.wait(POLL_SECONDS)
-                    continue
-                self._leader = threading.current_thread()
-            try:
-                with torch.no_grad():
-                    while not future.done and job.error is None:
-                        self._one_turn()
-            finally:
-                with self._condition:
-                    self._leader = None
-                    self._condition.notify_all()
+                self._condition.wait(POLL_SECONDS)
         if job.error is not None and not future.done:
             raise job.error
         return future.value
+
+    def close(self, timeout: float) -> bool:
+        """Ends the model thread after its current turn (the process is about to exit: a thread
+        left inside the model then would abort it); True once it has ended, or never started."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+            thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def _start_model_thread(self) -> None:
+        """(Holding the condition.)"""
+        if self._closed:
+            raise RuntimeError("the model is closed: the server is stopping")
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=_serve, args=(weakref.ref(self), self._condition),
+                                            name=MODEL_THREAD_NAME, daemon=True)
+            self._thread.start()
+
+    def _turn_or_wait(self) -> None:
+        """One turn of the model thread; a turn that breaks (a fault of ours, not a model call's,
+        which fails its job) fails the running jobs rather than leaving them waiting for ever."""
+        try:
+            self._one_turn()
+        except Exception as error:  # noqa: BLE001 - the jobs get it
+            log.exception("the scheduler failed; the running jobs get the error")
+            with self._condition:
+                for job in self._jobs:
+                    if job.error is None:
+                        job.error = error
+                self._condition.notify_all()
 
     def _one_turn(self) -> None:
         """One model call for whichever job is owed it most."""
@@ -296,21 +343,25 @@ class Scheduler:
                           and (job.calls or job.encodes or job.waiting or live.get(id(job)))]
             if not candidates:
                 self._gathering_since = None
-                self._condition.wait(POLL_SECONDS)
+                self._condition.wait(POLL_SECONDS if self._jobs else IDLE_SECONDS)
                 return
             job = min(candidates, key=lambda candidate: (candidate.service, candidate.model_seconds))
             if job.calls:
                 action, involved = self._run_call, [job]
                 argument: Any = job.calls.popleft()
             elif job.encodes:
+                if self._encoder_still_gathering(job):
+                    return
                 argument = self._take_pieces(job)
                 action, involved = self._run_encoder, list({work.job: None for work, _ in argument})
             elif self._graphed(job.waiting[0][1] if job.waiting else None):
                 encoding = [other for other in candidates if other.encodes and not other.apart]
                 if encoding and not job.apart:  # their rows join this call once encoded (a few ms a piece)
+                    if self._encoder_still_gathering(job):
+                        return
                     argument = self._take_pieces(min(encoding, key=lambda other: other.service))
                     action, involved = self._run_encoder, list({work.job: None for work, _ in argument})
-                elif self._still_arriving(job):
+                elif self._still_arriving(job, self._rows_ready(job), self.max_batch_rows):
                     return
                 else:
                     self._gathering_since = None
@@ -321,28 +372,20 @@ class Scheduler:
                 argument = group
                 action, involved = self._run_step, None
         try:
-            action(argument)
+            with self._watched():
+                action(argument)
         except Exception as error:  # noqa: BLE001 - it becomes the failing job's error
             self._failed(error, argument, involved)
 
-    def _tidy(self) -> None:
-        """Ended jobs' rows leave the batches now, unless a scheduling thread will see to it."""
+    @contextmanager
+    def _watched(self) -> Iterator[None]:
+        """Under the torch modes that watch the running jobs' threads (`Job.watchers`)."""
         with self._condition:
-            if self._leader is not None:
-                return
-            self._leader = threading.current_thread()
-            gone = [job for job in self._jobs if job.error is not None]
-        try:
-            with torch.no_grad():
-                for job in gone:
-                    self._drop(job)
-        finally:
-            with self._condition:
-                for job in gone:
-                    if job in self._jobs:
-                        self._jobs.remove(job)
-                self._leader = None
-                self._condition.notify_all()
+            modes = {id(mode): mode for job in self._jobs if job.error is None for mode in job.watchers}
+        with ExitStack() as stack:
+            for mode in modes.values():
+                stack.enter_context(mode)
+            yield
 
     def _check_cancellations(self) -> None:
         for job in self._jobs:
@@ -406,30 +449,46 @@ class Scheduler:
         request = item.request
         return request.temperature == 0 and not request.word_timestamps
 
-    def _still_arriving(self, first: Job) -> bool:
-        """Whether a whole call for `first`'s rows should wait for requests still arriving
-        (called holding the condition, which the wait releases). A call short of a full batch
-        first lets the other threads run for GATHER_YIELD_SECONDS, then waits while another job
-        arrived or handed in audio or rows less than GATHER_QUIET_SECONDS ago, GATHER_LIMIT_SECONDS at
-        most. A request alone loses the yield only (1 ms of a call of about 70 ms on an H200)."""
-        if first.apart:
-            return False
-        same_call = self._same_call(first)
-        ready = sum(1 for job in self._jobs if job.error is None and not job.apart
-                    for item_key, item in job.waiting if same_call(item_key, item))
-        if ready >= self.max_batch_rows:
+    def _still_arriving(self, first: Job, ready: int, capacity: int) -> bool:
+        """Whether a batched call for `first` (a whole graphed call, or an encoder call of several
+        pieces) that would start with `ready` items of `capacity` should wait for requests still
+        arriving (called holding the condition, which the wait releases). A call short of a full
+        batch first lets the other threads run for GATHER_YIELD_SECONDS, then waits while a job
+        that came less than GATHER_LIMIT_SECONDS ago has handed in nothing yet, or another job
+        arrived or handed in work less than GATHER_QUIET_SECONDS ago; GATHER_LIMIT_SECONDS at most.
+        A request alone loses the yield only (1 ms of a call of about 70 ms on an H200)."""
+        if first.apart or ready >= capacity:
             return False
         now = time.perf_counter()
         if self._gathering_since is None:
             self._gathering_since = now
             self._condition.wait(GATHER_YIELD_SECONDS)
             return True
-        others = [job.arrived for job in self._jobs if job is not first and job.error is None and not job.apart]
-        quiet = now - max(others, default=float("-inf"))
-        if quiet >= GATHER_QUIET_SECONDS or now - self._gathering_since >= GATHER_LIMIT_SECONDS:
+        others = [job for job in self._jobs if job is not first and job.error is None and not job.apart]
+        quiet = now - max((job.arrived for job in others), default=float("-inf"))
+        coming = any(not job.handed_in and now - job.created < GATHER_LIMIT_SECONDS for job in others)
+        if (quiet >= GATHER_QUIET_SECONDS and not coming) or now - self._gathering_since >= GATHER_LIMIT_SECONDS:
             return False
-        self._condition.wait(GATHER_QUIET_SECONDS - quiet)
+        self._condition.wait(max(GATHER_QUIET_SECONDS - quiet, GATHER_YIELD_SECONDS))
         return True
+
+    def _encoder_still_gathering(self, first: Job) -> bool:
+        """Whether an encoder call of several pieces (on a GPU) waits for requests still arriving."""
+        if self.encoder_rows > 1 and self._still_arriving(first, self._pieces_ready(), self.encoder_rows):
+            return True
+        self._gathering_since = None
+        return False
+
+    def _rows_ready(self, first: Job) -> int:
+        """Waiting rows that could share a whole call with `first`'s next one."""
+        same_call = self._same_call(first)
+        return sum(1 for job in self._jobs if job.error is None and not job.apart
+                   for item_key, item in job.waiting if same_call(item_key, item))
+
+    def _pieces_ready(self) -> int:
+        """Pieces waiting to be encoded, of jobs that share calls."""
+        return sum(len(work.untaken) for job in self._jobs if job.error is None and not job.apart
+                   for work in job.encodes)
 
     @staticmethod
     def _same_call(first: Job) -> Callable[[GroupKey, RowWork | Rows], bool]:
@@ -716,6 +775,18 @@ class Scheduler:
             self._restart(argument)
 
 
+def _serve(reference: "weakref.ref[Scheduler]", condition: threading.Condition) -> None:
+    """The model thread: turns of the scheduler's loop while the scheduler lives. It holds the
+    scheduler only for a turn, so an engine nobody uses any more is freed, and this thread ends."""
+    with torch.no_grad():  # not inference mode: torch-directml cannot move its tensors in it
+        while True:
+            scheduler = reference()
+            if scheduler is None or scheduler._closed:
+                return
+            scheduler._turn_or_wait()
+            del scheduler
+
+
 class ScheduledDecoder(Decoder):
     """The decoder as jobs see it: every call goes through the scheduler, which batches it with
     other jobs' work; the scheduler runs the plain decoder's parts."""
@@ -739,6 +810,9 @@ class ScheduledDecoder(Decoder):
 
     def language_probabilities(self, encoded: torch.Tensor) -> torch.Tensor:
         return self.scheduler.call(lambda: Decoder.language_probabilities(self, encoded))
+
+    def exclusive(self, function: Callable[[], T]) -> T:
+        return self.scheduler.call(function)
 
     def encode_audio(self, pieces: list[np.ndarray]) -> torch.Tensor:
         return self.scheduler.encode(pieces)

@@ -60,5 +60,5 @@ class ClipDecoding:
         text = split_segments(self.model, result, offset, duration, language, **options)
         if not job.logprobs or not text.segments:
             return text
-        logprobs = chosen_logprobs(self.decoder, encoded, prefix, result.tokens)
+        logprobs = self.decoder.exclusive(lambda: chosen_logprobs(self.decoder, encoded, prefix, result.tokens))
         return replace(text, segments=with_logprobs(self.model, text.segments, result, logprobs))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ from .model import LoadedModel
 from .rules import DecodingRules, NEGATIVE_INFINITY, TimestampState
 from .rows import LOOP_CHECK_STEPS, LiveRows
 from .timing import token_times
+
+T = TypeVar("T")
 
 MAX_NEW_TOKENS = 224  # half the decoder's context, as openai/whisper
 MAX_CAPTURED_BATCH_SIZES = 2
@@ -117,6 +119,11 @@ class Decoder:
             graphed = GraphedSteps(self, rows)
         self._graphs[rows] = graphed  # most recent last
         return graphed
+
+    def exclusive(self, function: Callable[[], T]) -> T:
+        """`function`'s model work, with the model to itself (the scheduler's decoder runs it on
+        the model thread, between two of its calls)."""
+        return function()
 
     def encode_audio(self, pieces: list[np.ndarray]) -> torch.Tensor:
         """Encoder states (pieces, 1500, width) of up to 30 s of audio each."""
