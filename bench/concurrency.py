@@ -4,11 +4,13 @@ request served while a long one runs?
 Two tables, one run, one server (Whisper base, float32, greedy, Japanese):
 
 1. Eight clips of 10 to 20 s sent one after another, then the same eight at once: wall time of
-   each way, the ratio, and whether every clip's transcript is the same both ways.
+   each way, the ratio, and whether every clip's transcript is the same both ways. With
+   `--rounds N`, N rounds of both ways (at once first in every other round) and the median: on
+   the project's 2-core machines one round's ratio moves by 0.05 or more.
 2. A 10 s clip alone, then the same clip sent 1 s after a 10-minute file: its latency each way
    and the ratio, with the long file's time.
 
-    python -m bench.concurrency [--model DIR] [--long-minutes 10] [--output FILE]
+    python -m bench.concurrency [--model DIR] [--long-minutes 10] [--rounds N] [--output FILE]
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-minutes", type=float, default=10.0)
     parser.add_argument("--long-wait", type=float, default=7200.0,
                         help="seconds to wait for the long file once the short clip is back")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of both ways (the table gives each and the median)")
     parser.add_argument("--output", type=Path, default=Path("bench/results/concurrency.md"))
     arguments = parser.parse_args(argv)
     model = ModelSettings(name=arguments.model or str(ensure_whisper_base()), device="cpu", dtype="float32",
@@ -102,17 +107,37 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{server.effective_port}/openai/deployments/whisper/audio/transcriptions?api-version=2024-06-01"
     scheduler = engine.scheduler
 
-    started = time.perf_counter()
-    solo = [post(url, samples) for samples in clips]
-    one_after_another = time.perf_counter() - started
-    steps_before = dict(scheduler.steps_by_jobs)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(CLIPS) as pool:
-        together = list(pool.map(lambda samples: post(url, samples), clips))
-    at_once = time.perf_counter() - started
-    identical = sum(texts(a[1]) == texts(b[1]) for a, b in zip(solo, together))
-    shared = {jobs: count - steps_before.get(jobs, 0) for jobs, count in scheduler.steps_by_jobs.items()}
+    def one_after_another() -> tuple[float, list[tuple[float, dict]]]:
+        started = time.perf_counter()
+        answers = [post(url, samples) for samples in clips]
+        return time.perf_counter() - started, answers
+
+    shared: Counter[int] = Counter()  # decoding steps of the runs at once, by jobs sharing them
+
+    def at_once() -> tuple[float, list[tuple[float, dict]]]:
+        before = Counter(scheduler.steps_by_jobs)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(CLIPS) as pool:
+            answers = list(pool.map(lambda samples: post(url, samples), clips))
+        seconds = time.perf_counter() - started
+        shared.update(Counter(scheduler.steps_by_jobs) - before)
+        return seconds, answers
+
+    rounds: list[tuple[float, float, int]] = []  # (one after another s, at once s, transcripts as solo)
+    for index in range(arguments.rounds):
+        if index % 2:
+            together_seconds, together = at_once()
+            solo_seconds, solo = one_after_another()
+        else:
+            solo_seconds, solo = one_after_another()
+            together_seconds, together = at_once()
+        rounds.append((solo_seconds, together_seconds,
+                       sum(texts(a[1]) == texts(b[1]) for a, b in zip(solo, together))))
     rows = {rows: count for rows, count in sorted(scheduler.rows_per_step.items())}
+    one_after_another_s = statistics.median(solo_seconds for solo_seconds, _, _ in rounds)
+    at_once_s = statistics.median(together_seconds for _, together_seconds, _ in rounds)
+    ratios = [together_seconds / solo_seconds for solo_seconds, together_seconds, _ in rounds]
+    identical = min(same for _, _, same in rounds)
 
     short_alone, _ = post(url, short)
     results: dict[str, float] = {}
@@ -137,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         f"[server] max_concurrent_jobs {CLIPS}, max_batch_rows {scheduler.max_batch_rows} "
         f"(encoder: {scheduler.encoder_rows} piece a call)",
         "",
-        "| what | wall s | ratio | transcripts as solo |",
-        "| --- | --- | --- | --- |",
-        f"| {CLIPS} clips ({min(durations):.1f} to {max(durations):.1f} s) one after another | {one_after_another:.1f} | 1.00 | |",
-        f"| the same {CLIPS} at once | {at_once:.1f} | {at_once / one_after_another:.2f} | {identical}/{CLIPS} |",
+        "| what | wall s (median) | ratio (median of rounds) | rounds' ratios | transcripts as solo (every round) |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {CLIPS} clips ({min(durations):.1f} to {max(durations):.1f} s) one after another | {one_after_another_s:.1f} "
+        f"| 1.00 | | |",
+        f"| the same {CLIPS} at once | {at_once_s:.1f} | {statistics.median(ratios):.2f} | "
+        f"{', '.join(f'{ratio:.2f}' for ratio in ratios)} | {identical}/{CLIPS} |",
         "",
-        f"Decoding steps of the concurrent run by jobs sharing them: {dict(sorted(shared.items()))}; "
+        f"Decoding steps of the concurrent runs by jobs sharing them: {dict(sorted(shared.items()))}; "
         f"all steps by rows: {rows}",
         "",
         "| what | 10 s clip's latency s | ratio to alone | long file s |",

@@ -29,7 +29,7 @@ from whisper_api.inference.clip import ClipDecoding
 from whisper_api.inference.long_form import VadStrategy
 from whisper_api.cancellation import CLIENT_DISCONNECTED, Cancellation, JobCancelled
 from whisper_api.model_queue import ModelQueue
-from whisper_api.scheduler import MODEL_THREAD_NAME, Scheduler
+from whisper_api.scheduler import MODEL_THREAD_NAME, ScheduledDecoder, Scheduler
 from whisper_api.transcript import Transcript, TranscriptionJob
 
 PATH = f"/openai/deployments/whisper/audio/transcriptions?api-version={API_VERSION}"
@@ -242,15 +242,17 @@ def test_every_model_call_runs_on_the_one_model_thread_whichever_request_sends_i
     assert threading.current_thread() not in callers
 
 
-def test_a_scheduler_nobody_holds_is_freed_and_its_model_thread_ends(shared, clips):
-    scheduler = Scheduler(Decoder(shared.model), max_batch_rows=2, encoder_rows=1)
+def test_an_engine_nobody_holds_is_freed_and_its_model_thread_ends(shared, clips):
+    """The model thread holds its scheduler only for a turn and waits for work without it: a
+    dropped engine's model (decoder and scheduler refer to each other) is freed."""
+    decoder = ScheduledDecoder(shared.model, max_batch_rows=2, encoder_rows=1)
     with torch.no_grad():
-        assert scheduler.encode([clips[0]]).shape[0] == 1
-    thread = next(thread for thread in threading.enumerate() if thread.name == MODEL_THREAD_NAME
-                  and thread is not shared.scheduler.model_thread)
-    freed = weakref.ref(scheduler)
-    del scheduler
-    deadline = time.monotonic() + 10  # the model thread lets go of it between two turns
+        assert decoder.encode_audio([clips[0]]).shape[0] == 1
+    thread = decoder.scheduler.model_thread
+    assert thread is not None and thread.name == MODEL_THREAD_NAME
+    freed = weakref.ref(decoder.scheduler)
+    del decoder
+    deadline = time.monotonic() + 10
     while freed() is not None and time.monotonic() < deadline:
         gc.collect()
         time.sleep(0.05)

@@ -273,3 +273,30 @@ def test_the_windows_stop_event_reaches_the_listener_on_its_port_alone():
     finally:
         close()
     assert not stop_event.request_stop(port)  # gone with the server
+
+
+EXIT_WHILE_THE_MODEL_WORKS = """
+import sys, threading, time
+from tests.support.speech import MEETING_SENTENCES, concatenate, japanese_speech
+from whisper_api.config import ModelSettings
+from whisper_api.engine import Engine
+from whisper_api.transcript import TranscriptionJob
+
+engine = Engine.load(ModelSettings(name=sys.argv[1], device="cpu", dtype="float32", warmup=False))
+samples, _ = concatenate(*[japanese_speech(text) for text in MEETING_SENTENCES], gap_seconds=0.6)
+job = threading.Thread(target=lambda: engine.transcribe(TranscriptionJob(samples=samples, language="ja")), daemon=True)
+job.start()
+while engine.scheduler.rows_per_step.total() < 3:  # the model thread is decoding
+    time.sleep(0.01)
+print("leaving while the model works", flush=True)
+"""
+
+
+def test_a_process_that_exits_while_the_model_works_exits_cleanly(model_dir):
+    """A program using the engine (a tool, a test, another WSGI server) may end while a call is
+    running on the model thread: the interpreter's exit waits for that call to end rather than
+    aborting inside it (it did: exit code 134, 'terminate called without an active exception')."""
+    finished = subprocess.run([sys.executable, "-c", EXIT_WHILE_THE_MODEL_WORKS, str(model_dir)], cwd=REPOSITORY,
+                              capture_output=True, text=True, timeout=300)
+    assert "leaving while the model works" in finished.stdout, finished.stderr[-3000:]
+    assert finished.returncode == 0, finished.stderr[-3000:]

@@ -30,8 +30,10 @@ once, beside it, not after it.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import logging
+import signal
 import threading
 import time
 import weakref
@@ -54,10 +56,13 @@ from .model_queue import Cancelled
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
-# With no job at all, the model thread looks this often whether its scheduler is still in use
-# (it holds it weakly: a dropped engine's model is freed, and its thread ends).
+# With no job at all, the model thread waits without holding its scheduler, and looks this often
+# whether it is still in use (a dropped engine's model is freed, and its thread ends).
 IDLE_SECONDS = 1.0
 MODEL_THREAD_NAME = "whisper-api model"
+# At the interpreter's exit, how long the model thread may take to end its current call (a thread
+# left inside the model while the interpreter shuts down aborts the process).
+EXIT_WAIT_SECONDS = 10.0
 # A whole graphed call (CUDA), or an encoder call of several pieces, that would start short of a
 # full batch waits while requests are still arriving: while a job that came less than
 # GATHER_LIMIT_SECONDS ago has handed in nothing yet, or until no job has arrived or handed in work
@@ -148,6 +153,7 @@ class Scheduler:
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None  # the model thread, started with the first work
         self._closed = False
+        self._arrivals = Arrivals()
         self._jobs: list[Job] = []
         self._groups: dict[GroupKey, DecodingGroup] = {}  # touched by the model thread only
         self._turn = 0
@@ -168,6 +174,8 @@ class Scheduler:
             active = [other.service for other in self._jobs if other.error is None]
             job.service = max(0.0, min(active) - NEWCOMER_CREDIT_SECONDS) if active else 0.0
             self._jobs.append(job)
+            self._arrivals.count += 1
+            self._condition.notify_all()
         token = _current_job.set(job)
         try:
             yield job
@@ -311,15 +319,19 @@ class Scheduler:
         if self._closed:
             raise RuntimeError("the model is closed: the server is stopping")
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=_serve, args=(weakref.ref(self), self._condition),
+            if self._thread is None:
+                atexit.register(_close_at_exit, weakref.ref(self))
+            self._thread = threading.Thread(target=_serve, args=(weakref.ref(self), self._condition, self._arrivals),
                                             name=MODEL_THREAD_NAME, daemon=True)
             self._thread.start()
 
-    def _turn_or_wait(self) -> None:
+    def _turn_or_wait(self) -> int | None:
         """One turn of the model thread; a turn that breaks (a fault of ours, not a model call's,
-        which fails its job) fails the running jobs rather than leaving them waiting for ever."""
+        which fails its job) fails the running jobs rather than leaving them waiting for ever.
+        With no job at all, nothing is done: the jobs begun so far are returned, and the thread
+        waits for the next one without holding the scheduler."""
         try:
-            self._one_turn()
+            return self._one_turn()
         except Exception as error:  # noqa: BLE001 - the jobs get it
             log.exception("the scheduler failed; the running jobs get the error")
             with self._condition:
@@ -327,9 +339,11 @@ class Scheduler:
                     if job.error is None:
                         job.error = error
                 self._condition.notify_all()
+            return None
 
-    def _one_turn(self) -> None:
-        """One model call for whichever job is owed it most."""
+    def _one_turn(self) -> int | None:
+        """One model call for whichever job is owed it most (None); with no job at all, the count
+        of jobs begun so far."""
         with self._condition:
             self._check_cancellations()
             gone = [job for job in self._jobs if job.error is not None]
@@ -343,26 +357,28 @@ class Scheduler:
                           and (job.calls or job.encodes or job.waiting or live.get(id(job)))]
             if not candidates:
                 self._gathering_since = None
-                self._condition.wait(POLL_SECONDS if self._jobs else IDLE_SECONDS)
-                return
+                if not self._jobs:
+                    return self._arrivals.count
+                self._condition.wait(POLL_SECONDS)
+                return None
             job = min(candidates, key=lambda candidate: (candidate.service, candidate.model_seconds))
             if job.calls:
                 action, involved = self._run_call, [job]
                 argument: Any = job.calls.popleft()
             elif job.encodes:
                 if self._encoder_still_gathering(job):
-                    return
+                    return None
                 argument = self._take_pieces(job)
                 action, involved = self._run_encoder, list({work.job: None for work, _ in argument})
             elif self._graphed(job.waiting[0][1] if job.waiting else None):
                 encoding = [other for other in candidates if other.encodes and not other.apart]
                 if encoding and not job.apart:  # their rows join this call once encoded (a few ms a piece)
                     if self._encoder_still_gathering(job):
-                        return
+                        return None
                     argument = self._take_pieces(min(encoding, key=lambda other: other.service))
                     action, involved = self._run_encoder, list({work.job: None for work, _ in argument})
                 elif self._still_arriving(job, self._rows_ready(job), self.max_batch_rows):
-                    return
+                    return None
                 else:
                     self._gathering_since = None
                     argument = self._take_graphed_rows(job)
@@ -376,6 +392,7 @@ class Scheduler:
                 action(argument)
         except Exception as error:  # noqa: BLE001 - it becomes the failing job's error
             self._failed(error, argument, involved)
+        return None
 
     @contextmanager
     def _watched(self) -> Iterator[None]:
@@ -775,16 +792,44 @@ class Scheduler:
             self._restart(argument)
 
 
-def _serve(reference: "weakref.ref[Scheduler]", condition: threading.Condition) -> None:
+@dataclass
+class Arrivals:
+    """Jobs begun so far: what the idle model thread waits on without holding its scheduler."""
+
+    count: int = 0
+
+
+def _serve(reference: "weakref.ref[Scheduler]", condition: threading.Condition, arrivals: Arrivals) -> None:
     """The model thread: turns of the scheduler's loop while the scheduler lives. It holds the
-    scheduler only for a turn, so an engine nobody uses any more is freed, and this thread ends."""
+    scheduler only for a turn and waits for work without it, so an engine nobody uses any more
+    is freed, and this thread ends."""
+    _leave_stop_signals_to_the_main_thread()
     with torch.no_grad():  # not inference mode: torch-directml cannot move its tensors in it
         while True:
             scheduler = reference()
             if scheduler is None or scheduler._closed:
                 return
-            scheduler._turn_or_wait()
+            idle_at = scheduler._turn_or_wait()
             del scheduler
+            if idle_at is not None:
+                with condition:
+                    if arrivals.count == idle_at:
+                        condition.wait(IDLE_SECONDS)
+
+
+def _leave_stop_signals_to_the_main_thread() -> None:
+    """POSIX delivers a signal sent to the process to any thread that does not block it; Python
+    runs its handlers in the main thread only. The model thread (and the compute threads it
+    starts, which inherit its mask) blocks the stop signals, so that the kernel hands them to a
+    thread that is not busy inside the model."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+def _close_at_exit(reference: "weakref.ref[Scheduler]") -> None:
+    scheduler = reference()
+    if scheduler is not None:
+        scheduler.close(EXIT_WAIT_SECONDS)
 
 
 class ScheduledDecoder(Decoder):
