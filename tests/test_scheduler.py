@@ -78,6 +78,17 @@ def concurrently(function, arguments: list) -> list:
     return results
 
 
+def calls_while_running(scheduler, threads: list[threading.Thread]) -> dict[int, int]:
+    """Run the threads to their end; the decoding steps (or whole calls) they made, by rows."""
+    calls_before = dict(scheduler.rows_per_step)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return {rows: count - calls_before.get(rows, 0) for rows, count in scheduler.rows_per_step.items()
+            if count != calls_before.get(rows, 0)}
+
+
 def wait_until_decoding(scheduler, steps_before: int | None = None) -> None:
     """Until the scheduler has run a few decoding steps more than `steps_before` (now, if None)."""
     steps_before = sum(scheduler.rows_per_step.values()) if steps_before is None else steps_before
@@ -163,14 +174,7 @@ def test_a_request_arriving_a_moment_after_another_joins_its_whole_call(shared, 
             time.sleep(0.01)
             results["second"] = scheduler.decode(encoded[1:2], request, [3000])
 
-    calls_before = dict(scheduler.rows_per_step)
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    new_calls = {rows: count - calls_before.get(rows, 0) for rows, count in scheduler.rows_per_step.items()
-                 if count != calls_before.get(rows, 0)}
+    new_calls = calls_while_running(scheduler, [threading.Thread(target=first), threading.Thread(target=second)])
     assert set(results) == {"first", "second"}
     assert list(new_calls) == [2], new_calls  # one call of both rows, no call of one
 
@@ -210,15 +214,8 @@ def test_a_request_of_a_burst_that_hands_in_its_audio_late_shares_the_encoder_ca
                 time.sleep(0.2)  # forty times the quiet time
             results[name] = scheduler.decode(scheduler.encode([samples]), request, [3000])
 
-    calls_before = dict(scheduler.rows_per_step)
-    threads = [threading.Thread(target=transcribe, args=("first", clips[0], False)),
-               threading.Thread(target=transcribe, args=("second", clips[1], True))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    new_calls = {rows: count - calls_before.get(rows, 0) for rows, count in scheduler.rows_per_step.items()
-                 if count != calls_before.get(rows, 0)}
+    new_calls = calls_while_running(scheduler, [threading.Thread(target=transcribe, args=("first", clips[0], False)),
+                                                threading.Thread(target=transcribe, args=("second", clips[1], True))])
     assert set(results) == {"first", "second"}
     assert encoder_calls == [2]
     assert list(new_calls) == [2], new_calls

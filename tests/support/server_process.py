@@ -42,6 +42,10 @@ def write_config(directory: Path, model: str, port: int, server: str = "", model
     return path
 
 
+def _default_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class ServerProcess:
     def __init__(self, config: Path, port: int, host: str = "127.0.0.1") -> None:
         self.config = config
@@ -55,6 +59,10 @@ class ServerProcess:
             env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"},
             # Windows: its own console process group, so that CTRL_BREAK_EVENT reaches it alone
             creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
+            # POSIX: Ctrl+C as a terminal gives it. A suite started in the background by a shell
+            # without job control runs with SIGINT ignored, which children inherit, and the
+            # server keeps a stop signal ignored on purpose (as SIGHUP under nohup)
+            preexec_fn=_default_interrupt if os.name == "posix" else None,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
