@@ -78,10 +78,21 @@ def ours(dtype: str, rows_list: list[int], pieces: list[np.ndarray], profile: bo
     return results, notes
 
 
+def all_threads() -> dict:
+    """The profiler's setting that records every thread's operators: the model runs on the
+    scheduler's thread, which a plain profile (the calling thread's operators) does not see."""
+    try:
+        from torch._C._profiler import _ExperimentalConfig
+
+        return {"experimental_config": _ExperimentalConfig(profile_all_threads=True)}
+    except (ImportError, TypeError):  # an older torch: its profiler records other threads anyway
+        return {}
+
+
 def profile_decode(decoder, encoded, request, frames, dtype: str, rows: int, steps: int) -> str:
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True, **all_threads()) as profiler:
         decoder.decode(encoded, request, frames)
     events = profiler.key_averages(group_by_input_shape=True)
     total = sum(event.self_cpu_time_total for event in events)

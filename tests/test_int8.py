@@ -87,3 +87,20 @@ def test_doctor_says_what_directml_does_with_int8_and_that_it_is_refused(tmp_pat
     assert exit_code == 1
     assert "int8 projection on directml:" in output and "the server refuses dtype = int8 there" in output
     assert "set [model] dtype = float32 (or float16), or device = cpu" in output
+
+
+def test_int8_keeps_the_encoders_keys_and_values_in_bfloat16_on_every_path(int8_engine, engine):
+    """A step reads the encoder's keys and values more than int8 weights (Whisper base at 8 rows:
+    296 MB of them in float32 a step, 48 MB of weights), so int8 keeps them in bfloat16; the
+    steps, the prefills and the word alignment all read them, and float32 keeps its own."""
+    sentence = JAPANESE_SENTENCES[2]
+    samples = japanese_speech(sentence)
+    for loaded, dtype in ((int8_engine, torch.bfloat16), (engine, torch.float32)):
+        model = loaded.model
+        cache = loaded.decoder.forward.new_cache(model.encode(model.log_mel([samples])), 8)
+        assert {key.dtype for key in cache.cross_keys + cache.cross_values} == {dtype}
+    transcript = int8_engine.transcribe(TranscriptionJob(samples=samples, language="ja", word_timestamps=True))
+    assert character_error_rate(sentence, transcript.text) <= 0.2, transcript.text
+    assert "".join(word.word for word in transcript.words).replace(" ", "") == transcript.text.replace(" ", "")
+    starts = [word.start for word in transcript.words]
+    assert starts == sorted(starts) and transcript.words[-1].end <= len(samples) / 16000 + 0.5

@@ -23,6 +23,7 @@ import torch
 from ..cancellation import Cancellation, raise_if_cancelled
 from .forward import Cache, TextDecoder
 from .model import LoadedModel
+from .quantization import INT8_ENCODER_KEYS_DTYPE
 from .rules import DecodingRules, NEGATIVE_INFINITY, TimestampState
 from .rows import LOOP_CHECK_STEPS, LiveRows
 from .timing import token_times
@@ -97,7 +98,8 @@ class Decoder:
         # greedy steps replayed as CUDA graphs on CUDA (one launch a step instead of ~140)
         self.cuda_graphs = cuda_graphs and model.device.type == "cuda"
         self._graphs: dict[int, GraphedSteps] = {}
-        self.forward = TextDecoder(model.model, model.attention)
+        self.forward = TextDecoder(model.model, model.attention,
+                                   INT8_ENCODER_KEYS_DTYPE if model.int8_weights else None)
         self.vocabulary_size = self.forward.token_embedding.shape[0]
         self.rules = DecodingRules(model, self.vocabulary_size, model.device)
         self.tokens = model.tokens

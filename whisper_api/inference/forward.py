@@ -48,17 +48,29 @@ class StepBuffers:
     qkv: torch.Tensor  # (rows, 3 * width): query, key, value of the self-attention
     query: torch.Tensor  # (rows, heads, 1, head width): a view of qkv
     key_value: torch.Tensor  # (rows, 2 * heads, 1, head width): a view of qkv, as the cache lays them
-    cross_query: torch.Tensor  # (rows, width)
+    cross_query: torch.Tensor  # (rows, width), in the dtype of the encoder's keys and values
     cross_query_heads: torch.Tensor  # (rows, heads, 1, head width): a view of cross_query
+    # the cross-attention's result in the model's dtype, where the encoder's keys and values are
+    # narrower: (rows, width) and its (rows, heads, 1, head width) view, which a copy converts into
+    cross_attended: torch.Tensor
+    cross_attended_heads: torch.Tensor
 
     @classmethod
-    def allocate(cls, rows: int, heads: int, head_width: int, like: torch.Tensor) -> "StepBuffers":
+    def allocate(cls, rows: int, heads: int, head_width: int, like: torch.Tensor,
+                 cross_dtype: torch.dtype | None = None) -> "StepBuffers":
         width = heads * head_width
         qkv = like.new_empty((rows, 3 * width))
         by_head = qkv.view(rows, 3 * heads, 1, head_width)
-        cross_query = like.new_empty((rows, width))
+        cross_query = like.new_empty((rows, width), dtype=cross_dtype or like.dtype)
+        cross_attended = like.new_empty((rows, width))
         return cls(qkv, by_head[:, :heads], by_head[:, heads:], cross_query,
-                   cross_query.view(rows, heads, 1, head_width))
+                   cross_query.view(rows, heads, 1, head_width),
+                   cross_attended, cross_attended.view(rows, heads, 1, head_width))
+
+    def reallocated(self, rows: int) -> "StepBuffers":
+        """Buffers like these for another number of rows."""
+        _, heads, _, head_width = self.query.shape
+        return StepBuffers.allocate(rows, heads, head_width, self.qkv, self.cross_query.dtype)
 
 
 # Positions the self-attention reads come in blocks of this many (see Cache.attended).
@@ -173,10 +185,8 @@ class Cache:
     def _of_row_tensors(cls, tensors: list[torch.Tensor], like: "Cache") -> "Cache":
         """A cache of these per-row tensors, its step buffers shaped like `like`'s."""
         self_keys_values, cross_keys, cross_values, visible = cls._split_row_tensors(tensors)
-        _, heads, _, head_width = like.buffers.query.shape
         return cls(self_keys_values=self_keys_values, cross_keys=cross_keys, cross_values=cross_values,
-                   visible=visible,
-                   buffers=StepBuffers.allocate(visible.shape[0], heads, head_width, like.buffers.qkv))
+                   visible=visible, buffers=like.buffers.reallocated(visible.shape[0]))
 
     def _view_slots(self, rows: int) -> None:
         """The cache's tensors become the first `rows` rows of its slots."""
@@ -185,8 +195,7 @@ class Cache:
         self._split_self()
         self.alignment_keys.clear()
         if rows != self.buffers.qkv.shape[0]:
-            _, heads, _, head_width = self.buffers.query.shape
-            self.buffers = StepBuffers.allocate(rows, heads, head_width, self.buffers.qkv)
+            self.buffers = self.buffers.reallocated(rows)
 
     def _own_slots(self) -> RowSlots:
         """Slots of the cache's own tensors (as many as its rows) if it has none yet."""
@@ -253,15 +262,18 @@ class Cache:
         if not same_chunks:
             self.alignment_keys.clear()
         if rows.shape[0] != self.buffers.qkv.shape[0]:
-            _, heads, _, head_width = self.buffers.query.shape
-            self.buffers = StepBuffers.allocate(rows.shape[0], heads, head_width, self.buffers.qkv)
+            self.buffers = self.buffers.reallocated(rows.shape[0])
 
 
 class TextDecoder:
-    """The decoder stack of one loaded model; holds no per-request state."""
+    """The decoder stack of one loaded model; holds no per-request state.
 
-    def __init__(self, model, attention: str = "sdpa") -> None:
+    `cross_dtype`: the dtype the encoder's keys and values are kept in, the model's own unless
+    given (see `encoder_keys_dtype`)."""
+
+    def __init__(self, model, attention: str = "sdpa", cross_dtype: torch.dtype | None = None) -> None:
         self.attend = attention_function(attention)
+        self.cross_dtype = cross_dtype or model.dtype
         decoder = model.model.decoder
         config = model.config
         self.width = config.d_model
@@ -298,7 +310,7 @@ class TextDecoder:
         for layer in self.layers:
             for project, target in ((layer.cross_key, cross_keys), (layer.cross_value, cross_values)):
                 projected = project(encoded).view(rows, frames, self.heads, self.head_width)
-                target.append(projected.transpose(1, 2).contiguous())
+                target.append(projected.transpose(1, 2).to(self.cross_dtype, memory_format=torch.contiguous_format))
         return cross_keys, cross_values
 
     def load_cross(self, cache: Cache, encoded: torch.Tensor) -> None:
@@ -317,7 +329,7 @@ class TextDecoder:
             cross_keys=cross_keys,
             cross_values=cross_values,
             visible=torch.full((1, 1, 1, positions), float("-inf"), dtype=encoded.dtype, device=encoded.device),
-            buffers=StepBuffers.allocate(rows, self.heads, self.head_width, encoded),
+            buffers=StepBuffers.allocate(rows, self.heads, self.head_width, encoded, self.cross_dtype),
         )
 
     def _layer_norm(self, hidden: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -342,9 +354,9 @@ class TextDecoder:
             hidden = hidden + layer.self_out(attended.transpose(1, 2).reshape(rows, length, self.width))
             normed = self._layer_norm(hidden, layer.cross_norm)
             query = layer.cross_query(normed)
-            query = query.view(rows, length, self.heads, self.head_width).transpose(1, 2)
+            query = query.view(rows, length, self.heads, self.head_width).transpose(1, 2).to(self.cross_dtype)
             keys, values = cache.cross_keys[index], cache.cross_values[index]
-            attended = self.attend(query, keys, values)
+            attended = self.attend(query, keys, values).to(hidden.dtype)
             if attention_heads and index in attention_heads:
                 weights[index] = self.attention_weights(query, cache, index, attention_heads[index])
             hidden = hidden + layer.cross_out(attended.transpose(1, 2).reshape(rows, length, self.width))
@@ -404,7 +416,12 @@ class TextDecoder:
             attended = self.attend(query, cache.cross_keys[index], cache.cross_values[index])
             if attention_heads and index in attention_heads:
                 weights[index] = self.attention_weights(query, cache, index, attention_heads[index])
-            hidden = layer.cross_out.plus(attended.view(rows, self.width), hidden)
+            if attended.dtype == hidden.dtype:
+                attended = attended.view(rows, self.width)
+            else:  # narrower encoder keys and values: converted as it is laid out (no more operations)
+                buffers.cross_attended_heads.copy_(attended)
+                attended = buffers.cross_attended
+            hidden = layer.cross_out.plus(attended, hidden)
             normed = F.layer_norm(hidden, (self.width,), layer.mlp_norm[0], layer.mlp_norm[1], self.epsilon)
             hidden = layer.fc2.plus(F.gelu(layer.fc1(normed)), hidden)
         hidden = F.layer_norm(hidden, (self.width,), self.final_norm[0], self.final_norm[1], self.epsilon)

@@ -128,6 +128,12 @@ class Int8Projection:
         return torch.ops.quantized.linear_dynamic(inputs, self.packed, REDUCE_RANGE).add_(residual)
 
 
+# With int8 weights, a decoding step reads the encoder's keys and values more than its weights
+# (Whisper base at 8 rows: 296 MB of them in float32 against 48 MB of int8 weights a step), so
+# they are kept in bfloat16: half the reads, 1.4 to 2.8x faster cross-attention on two cores,
+# on CPUs with or without bfloat16 instructions (converting it to float32 is a shift).
+INT8_ENCODER_KEYS_DTYPE = torch.bfloat16
+
 Projection = FloatProjection | AlignedVocabularyProjection | PackedVocabularyProjection | Int8Projection
 
 # Where a module's int8 weights are kept once quantized (see quantize_model).
