@@ -269,7 +269,7 @@ class TextDecoder:
     """The decoder stack of one loaded model; holds no per-request state.
 
     `cross_dtype`: the dtype the encoder's keys and values are kept in, the model's own unless
-    given (see `encoder_keys_dtype`)."""
+    given (int8 weights: `quantization.INT8_ENCODER_KEYS_DTYPE`)."""
 
     def __init__(self, model, attention: str = "sdpa", cross_dtype: torch.dtype | None = None) -> None:
         self.attend = attention_function(attention)
