@@ -57,11 +57,12 @@ class StepBuffers:
 
     @classmethod
     def allocate(cls, rows: int, heads: int, head_width: int, like: torch.Tensor,
-                 cross_dtype: torch.dtype | None = None) -> "StepBuffers":
+                 cross_dtype: torch.dtype) -> "StepBuffers":
+        """`like`: the model's dtype and device; `cross_dtype`: the encoder keys and values'."""
         width = heads * head_width
         qkv = like.new_empty((rows, 3 * width))
         by_head = qkv.view(rows, 3 * heads, 1, head_width)
-        cross_query = like.new_empty((rows, width), dtype=cross_dtype or like.dtype)
+        cross_query = like.new_empty((rows, width), dtype=cross_dtype)
         cross_attended = like.new_empty((rows, width))
         return cls(qkv, by_head[:, :heads], by_head[:, heads:], cross_query,
                    cross_query.view(rows, heads, 1, head_width),
