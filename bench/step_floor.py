@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +26,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from bench.report import write_report  # noqa: E402
+from bench.step_profile import median_seconds  # noqa: E402
 
 FRAMES = 1500
 POSITION = 40
@@ -37,14 +36,7 @@ REPEATS = 60
 
 def milliseconds(function: Callable[[], object], repeats: int = REPEATS) -> float:
     """Median of `repeats` calls after ten to settle."""
-    for _ in range(10):
-        function()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+    return median_seconds(function, repeats, warm_up=10) * 1000
 
 
 def weight_tensors(projection) -> list[torch.Tensor]:

@@ -43,8 +43,10 @@ def chunks(count: int) -> list[np.ndarray]:
     return [samples[index * size : (index + 1) * size] for index in range(count)]
 
 
-def median_seconds(function, repeats: int = 3) -> float:
-    function()
+def median_seconds(function, repeats: int = 3, warm_up: int = 1) -> float:
+    """Median of `repeats` timed calls after `warm_up` untimed ones."""
+    for _ in range(warm_up):
+        function()
     runs = []
     for _ in range(repeats):
         started = time.perf_counter()
