@@ -8,7 +8,12 @@ three. Ours per dtype (float32, int8), faster-whisper per compute_type (float32,
 its own process. The profile (torch.profiler, one decode) groups our operators by name and
 input shape: the output projection is the product whose weight has 51865 rows.
 
-    python -m bench.step_profile [--dtypes float32 int8] [--rows 1 8] [--output FILE]
+The two sides run one after the other, so a machine whose speed drifts (the project's 2-core
+machines: by up to 30% within an hour) moves one run's ratio as much as the code does. With
+`--rounds N` both sides run N times, faster-whisper first in odd rounds and ours first in even
+ones; the table gives median times and the median of the rounds' ratios, each round's below it.
+
+    python -m bench.step_profile [--dtypes float32 int8] [--rows 1 8] [--rounds N] [--output FILE]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -140,11 +146,34 @@ def peer(compute_type: str, rows_list: list[int], paths: list[str], threads: int
     return results
 
 
+def peer_process(compute_type: str, rows_list: list[int], paths: list[str]) -> tuple[list[dict], list[str]]:
+    """faster-whisper's steps, measured in a process of its own."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.step_profile", "--peer-only", compute_type, "--rows", *map(str, rows_list),
+         "--audio", *paths], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    if done.returncode != 0:
+        return [], [f"faster-whisper {compute_type} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"]
+    return json.loads(done.stdout.strip().splitlines()[-1]), []
+
+
+def ratios(results: list[dict]) -> dict[tuple[str, int], float]:
+    """(our side, batch) -> our ms per step over faster-whisper's in the same dtype, in one round."""
+    found = {}
+    for row in results:
+        if row["side"].startswith("whisper-api"):
+            theirs = next((other for other in results if other["rows"] == row["rows"]
+                           and other["side"] == "faster-whisper " + row["side"].split()[-1]), None)
+            if theirs:
+                found[(row["side"], row["rows"])] = row["step_ms"] / theirs["step_ms"]
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "int8"])
     parser.add_argument("--rows", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1, help="run both sides N times, taking turns")
     parser.add_argument("--peer-only", help=argparse.SUPPRESS)  # compute type: the peer's own process
     parser.add_argument("--audio", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path)
@@ -155,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.audio import wav_bytes
 
     pieces = chunks(max(arguments.rows))
-    rows: list[dict] = []
+    rounds: list[list[dict]] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory() as folder:
         paths = []
@@ -163,29 +192,35 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(folder) / f"chunk{index}.wav"
             path.write_bytes(wav_bytes(piece))
             paths.append(str(path))
-        for dtype in arguments.dtypes:
-            done = subprocess.run(
-                [sys.executable, "-m", "bench.step_profile", "--peer-only", dtype, "--rows", *map(str, arguments.rows),
-                 "--audio", *paths], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-            if done.returncode == 0:
-                rows += json.loads(done.stdout.strip().splitlines()[-1])
-            else:
-                notes.append(f"faster-whisper {dtype} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-            ours_rows, ours_notes = ours(dtype, arguments.rows, pieces, not arguments.no_profile)
-            rows += ours_rows
-            notes += ours_notes
+        for round_index in range(arguments.rounds):
+            results: list[dict] = []
+            for dtype in arguments.dtypes:
+                sides = [partial(peer_process, dtype, arguments.rows, paths),
+                         partial(ours, dtype, arguments.rows, pieces, not arguments.no_profile and not round_index)]
+                for side in sides if round_index % 2 == 0 else sides[::-1]:
+                    side_results, side_notes = side()
+                    results += side_results
+                    notes += side_notes
+            rounds.append(results)
     lines = [f"decoding step, Whisper base, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-             f"{CHUNK_SECONDS} s chunks of speech, greedy; median of 3", "",
+             f"{CHUNK_SECONDS} s chunks of speech, greedy; median of 3"
+             + (f", then the median of {arguments.rounds} rounds" if arguments.rounds > 1 else ""), "",
              "| side | batch | steps | ms per step | decode s | ours / theirs (same dtype) |",
              "| --- | --- | --- | --- | --- | --- |"]
-    for row in rows:
-        ratio = ""
-        if row["side"].startswith("whisper-api"):
-            theirs = next((other for other in rows if other["rows"] == row["rows"]
-                           and other["side"] == "faster-whisper " + row["side"].split()[-1]), None)
-            ratio = f"{row['step_ms'] / theirs['step_ms']:.2f}" if theirs else ""
-        lines.append(f"| {row['side']} | {row['rows']} | {row['steps']} | {row['step_ms']:.2f} | "
-                     f"{row['decode_s']:.2f} | {ratio} |")
+    by_round = [ratios(results) for results in rounds]
+    for row in rounds[0]:
+        same = [other for results in rounds for other in results
+                if (other["side"], other["rows"]) == (row["side"], row["rows"])]
+        of_rounds = [found[(row["side"], row["rows"])] for found in by_round if (row["side"], row["rows"]) in found]
+        ratio = f"{statistics.median(of_rounds):.2f}" if of_rounds else ""
+        lines.append(f"| {row['side']} | {row['rows']} | {row['steps']} | "
+                     f"{statistics.median(other['step_ms'] for other in same):.2f} | "
+                     f"{statistics.median(other['decode_s'] for other in same):.2f} | {ratio} |")
+    if arguments.rounds > 1:
+        lines.append("")
+        for (side, rows), _ in by_round[0].items():
+            each = ", ".join(f"{found[(side, rows)]:.2f}" for found in by_round if (side, rows) in found)
+            lines.append(f"- {side}, batch {rows}, ours / theirs by round: {each}")
     text = "\n".join(lines + [""] + notes)
     write_report(text, arguments.output, "step-profile")
     return 0
