@@ -3,10 +3,10 @@
 Per batch size: the forward step in steady state (the same cache, step after step, as decoding
 runs), the same step with the output projection left out and with the attention left out (what
 each costs in place), the bytes a step reads (projection weights, the encoder's keys and values
-of every row, the self-attention's window), and the time this machine takes to read as many bytes
-from the same tensors (a maximum over each one's bytes, repeated the same way). On a CPU a step is bound by these
-reads: a step much slower than its read time has work to gain, one close to it has none left at
-that dtype. Whisper base, greedy positions 40 to 64.
+of every row, the self-attention's window), and the time this machine takes to read as many
+bytes from the same tensors (a maximum over each one's bytes, repeated the same way). On a CPU
+a step is bound by these reads: a step much slower than its read time has work to gain, one
+close to it has none left at that dtype. Whisper base, greedy positions 40 to 64.
 
     python -m bench.step_floor [--dtypes float32 int8] [--rows 1 8 16] [--output FILE]
 """

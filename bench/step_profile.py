@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{statistics.median(other['decode_s'] for other in same):.2f} | {ratio} |")
     if arguments.rounds > 1:
         lines.append("")
-        for (side, rows), _ in by_round[0].items():
+        for side, rows in by_round[0]:
             each = ", ".join(f"{found[(side, rows)]:.2f}" for found in by_round if (side, rows) in found)
             lines.append(f"- {side}, batch {rows}, ours / theirs by round: {each}")
     text = "\n".join(lines + [""] + notes)
